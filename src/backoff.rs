@@ -1,0 +1,269 @@
+//! The reconnect delay policy: exponential growth between a minimum and a maximum, an optional
+//! retry cap and optional per-attempt jitter.
+//!
+//! [`Backoff`] is a plain value with no timers in it, so it can be tested and reasoned about on
+//! its own. [`ReconnectingStream`](crate::ReconnectingStream) keeps one per instance.
+//!
+//! # The schedule
+//!
+//! Counting retries since the last *stable* connection (one that stayed up for
+//! [`min_uptime`](crate::ReconnectConfigBuilder::min_uptime)):
+//!
+//! | retry | delay before it (no jitter)            |
+//! |-------|----------------------------------------|
+//! | 1     | 0 (the first reconnect is immediate)    |
+//! | 2     | `min`                                   |
+//! | n ≥ 2 | `min(min · factor^(n−2), max)`          |
+//!
+//! With the defaults and `min` = 1 s that is 0, 1 s, 1.3 s, 1.69 s, 2.197 s, … 10 s, as in the
+//! original `StreamWebsocket` wrapper.
+
+use std::time::Duration;
+
+/// How a computed delay is randomised, per attempt.
+///
+/// Jitter spreads out a fleet of clients that lost their connection at the same moment, so they do
+/// not all come back in lock-step. A zero delay (the first reconnect) stays zero. A jittered delay
+/// never exceeds the configured maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub enum Jitter {
+    /// No jitter: the delay is exactly the computed one. **The default**, as in the original.
+    #[default]
+    None,
+    /// "Full jitter": a uniform draw from `[0, d]`.
+    Full,
+    /// "Equal jitter": `d/2` plus a uniform draw from `[0, d/2]`.
+    Equal,
+    /// A uniform draw from `[d·(1−f), d·(1+f)]`, capped at the maximum; `f` must lie in `[0, 1]`.
+    Proportional(f64),
+}
+
+/// The minimum reconnect delay, either fixed or drawn once per instance from a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinDelay {
+    /// Always this delay.
+    Fixed(Duration),
+    /// Drawn uniformly from `[low, high]` when a stream is created (once per instance, so a fleet
+    /// of clients does not reconnect in lock-step). The default is `[1 s, 5 s]`, as in the
+    /// original.
+    Random {
+        /// Lower bound (inclusive).
+        low: Duration,
+        /// Upper bound (inclusive).
+        high: Duration,
+    },
+}
+
+impl MinDelay {
+    /// The largest value this setting can produce.
+    pub fn upper(&self) -> Duration {
+        match *self {
+            MinDelay::Fixed(d) => d,
+            MinDelay::Random { high, .. } => high,
+        }
+    }
+
+    fn draw(&self, rng: &mut Rng) -> Duration {
+        match *self {
+            MinDelay::Fixed(d) => d,
+            MinDelay::Random { low, high } => {
+                let span = high.saturating_sub(low);
+                low + span.mul_f64(rng.next_f64())
+            }
+        }
+    }
+}
+
+/// The validated numbers a [`Backoff`] is built from. Obtain one from a
+/// [`ReconnectConfig`](crate::ReconnectConfig); the builder checks every invariant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffPolicy {
+    pub(crate) min_delay: MinDelay,
+    pub(crate) max_delay: Duration,
+    pub(crate) factor: f64,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) jitter: Jitter,
+}
+
+/// A running backoff: the policy, the minimum delay drawn for this instance, the retry count and
+/// the random source for jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    policy: BackoffPolicy,
+    min: Duration,
+    retries: u32,
+    rng: Rng,
+}
+
+impl Backoff {
+    /// Creates a backoff with its own minimum delay drawn from `policy` using `seed`.
+    pub fn new(policy: BackoffPolicy, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let min = policy.min_delay.draw(&mut rng);
+        Backoff {
+            policy,
+            min,
+            retries: 0,
+            rng,
+        }
+    }
+
+    /// The minimum delay this instance drew.
+    pub fn min_delay(&self) -> Duration {
+        self.min
+    }
+
+    /// Retries made since the last reset.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Forgets earlier retries: the next reconnect is immediate again. Called once a connection
+    /// has stayed up for the minimum uptime.
+    pub fn reset(&mut self) {
+        self.retries = 0;
+    }
+
+    /// Counts one more retry and returns the delay to wait before it, or `None` when the retry cap
+    /// is reached (the caller gives up; the count is left unchanged).
+    pub fn next_delay(&mut self) -> Option<Duration> {
+        if let Some(cap) = self.policy.max_retries {
+            if self.retries >= cap {
+                return None;
+            }
+        }
+        self.retries += 1;
+        let base = self.base_delay(self.retries);
+        Some(self.apply_jitter(base))
+    }
+
+    /// The delay before retry `n` (1-based) without jitter.
+    pub fn base_delay(&self, n: u32) -> Duration {
+        if n <= 1 {
+            return Duration::ZERO;
+        }
+        let max = self.policy.max_delay;
+        let exp = i32::try_from(n - 2).unwrap_or(i32::MAX);
+        let secs = self.min.as_secs_f64() * self.policy.factor.powi(exp);
+        match Duration::try_from_secs_f64(secs) {
+            Ok(d) => d.min(max),
+            Err(_) => max,
+        }
+    }
+
+    fn apply_jitter(&mut self, d: Duration) -> Duration {
+        if d.is_zero() {
+            return d;
+        }
+        let u = self.rng.next_f64();
+        let jittered = match self.policy.jitter {
+            Jitter::None => d,
+            Jitter::Full => d.mul_f64(u),
+            Jitter::Equal => d / 2 + (d / 2).mul_f64(u),
+            Jitter::Proportional(f) => d.mul_f64(1.0 - f + 2.0 * f * u),
+        };
+        jittered.min(self.policy.max_delay)
+    }
+}
+
+/// A small, fast, seedable pseudo-random generator (SplitMix64). Only used for delays: not
+/// suitable for anything security-related.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// A seed that differs between instances and processes.
+    pub(crate) fn entropy_seed() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(t.as_nanos());
+        }
+        h.finish()
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub(crate) fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(min_ms: u64, max_ms: u64, factor: f64, max_retries: Option<u32>) -> BackoffPolicy {
+        BackoffPolicy {
+            min_delay: MinDelay::Fixed(Duration::from_millis(min_ms)),
+            max_delay: Duration::from_millis(max_ms),
+            factor,
+            max_retries,
+            jitter: Jitter::None,
+        }
+    }
+
+    #[test]
+    fn matches_the_original_schedule() {
+        let mut b = Backoff::new(policy(1000, 10_000, 1.3, None), 1);
+        let got: Vec<u128> = (0..12)
+            .map(|_| b.next_delay().unwrap().as_millis())
+            .collect();
+        assert_eq!(
+            got,
+            [0, 1000, 1300, 1690, 2197, 2856, 3712, 4826, 6274, 8157, 10_000, 10_000]
+        );
+    }
+
+    #[test]
+    fn cap_stops_and_reset_restarts() {
+        let mut b = Backoff::new(policy(100, 1000, 2.0, Some(2)), 1);
+        assert_eq!(b.next_delay(), Some(Duration::ZERO));
+        assert_eq!(b.next_delay(), Some(Duration::from_millis(100)));
+        assert_eq!(b.next_delay(), None);
+        assert_eq!(b.retries(), 2);
+        b.reset();
+        assert_eq!(b.next_delay(), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn random_min_is_drawn_per_instance_within_range() {
+        let p = BackoffPolicy {
+            min_delay: MinDelay::Random {
+                low: Duration::from_secs(1),
+                high: Duration::from_secs(5),
+            },
+            ..policy(0, 10_000, 1.3, None)
+        };
+        let mins: Vec<Duration> = (0..64).map(|s| Backoff::new(p, s).min_delay()).collect();
+        assert!(mins
+            .iter()
+            .all(|m| *m >= Duration::from_secs(1) && *m <= Duration::from_secs(5)));
+        let first = mins[0];
+        assert!(
+            mins.iter().any(|m| *m != first),
+            "every instance drew the same minimum"
+        );
+    }
+
+    #[test]
+    fn huge_retry_counts_saturate_at_max() {
+        let b = Backoff::new(policy(1000, 10_000, 1.3, None), 1);
+        assert_eq!(b.base_delay(u32::MAX), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,204 @@
+//! Lifecycle events and the listener channels that carry them.
+//!
+//! Every event goes to the listeners of its own kind ([`ReconnectingStream::on_open`],
+//! [`on_close`](ReconnectingStream::on_close), [`on_error`](ReconnectingStream::on_error),
+//! [`on_reconnecting`](ReconnectingStream::on_reconnecting),
+//! [`on_gave_up`](ReconnectingStream::on_gave_up)) and, in one ordered sequence, to the
+//! listeners of [`events`](ReconnectingStream::events).
+//!
+//! Listeners are broadcast receivers: any number can subscribe, each gets every event sent after
+//! it subscribed, and sending never waits for them. A listener that falls more than
+//! `event_capacity` events behind misses the oldest ones and is told how many
+//! ([`ListenerError::Lagged`]); it stays subscribed. Events sent while nobody listens are dropped.
+//!
+//! [`ReconnectingStream::on_open`]: crate::ReconnectingStream::on_open
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::error::Error;
+
+/// A connection opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenEvent {
+    /// How many connections this stream has opened so far, this one included (1 for the first).
+    pub connection: u64,
+    /// The retry that succeeded, counted since the last stable connection (0: the first try).
+    pub attempt: u32,
+}
+
+/// A connection ended.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CloseEvent {
+    /// The connection that ended (as in [`OpenEvent::connection`]).
+    pub connection: u64,
+    /// The close code the peer sent, if it sent a Close frame with one.
+    pub code: Option<u16>,
+    /// The peer's close reason (empty if none).
+    pub reason: String,
+    /// Whether the stream will try to reconnect.
+    pub reconnect: bool,
+    /// What ended it, if it was not a clean close.
+    pub error: Option<Error>,
+}
+
+/// A reconnect attempt is scheduled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconnectingEvent {
+    /// The retry number since the last stable connection (1 for the first retry).
+    pub attempt: u32,
+    /// How long the stream waits before the attempt.
+    pub delay: Duration,
+}
+
+/// The retry cap was reached; the stream ends with [`Error::GaveUp`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GaveUpEvent {
+    /// Consecutive attempts made without a stable connection.
+    pub attempts: u32,
+    /// The error of the last attempt.
+    pub last_error: Error,
+}
+
+/// Any lifecycle event, as delivered by [`events`](crate::ReconnectingStream::events).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// See [`OpenEvent`].
+    Open(OpenEvent),
+    /// See [`CloseEvent`].
+    Close(CloseEvent),
+    /// An error: a failed attempt, a dead connection or a frame that did not decode.
+    Error(Error),
+    /// See [`ReconnectingEvent`].
+    Reconnecting(ReconnectingEvent),
+    /// See [`GaveUpEvent`].
+    GaveUp(GaveUpEvent),
+}
+
+/// Why [`Listener::recv`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenerError {
+    /// This listener fell behind and missed this many of the oldest events. It is still
+    /// subscribed; the next `recv` returns the oldest event still held.
+    #[error("listener lagged and missed {0} events")]
+    Lagged(u64),
+    /// The stream was dropped; no more events will come.
+    #[error("the stream is gone")]
+    Closed,
+    /// No event is waiting (only from [`Listener::try_recv`]).
+    #[error("no event waiting")]
+    Empty,
+}
+
+/// Receives one kind of event. Obtained from the stream's `on_*` methods; cheap to create.
+#[derive(Debug)]
+pub struct Listener<E> {
+    rx: broadcast::Receiver<E>,
+}
+
+impl<E: Clone> Listener<E> {
+    /// Waits for the next event.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes loses no event.
+    ///
+    /// # Errors
+    ///
+    /// [`ListenerError::Lagged`] if events were missed (then keep calling), and
+    /// [`ListenerError::Closed`] once the stream is dropped and every event was received.
+    pub async fn recv(&mut self) -> Result<E, ListenerError> {
+        self.rx.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(n) => ListenerError::Lagged(n),
+            broadcast::error::RecvError::Closed => ListenerError::Closed,
+        })
+    }
+
+    /// Returns the next event if one is waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`ListenerError::Empty`] if none is waiting, otherwise as [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<E, ListenerError> {
+        self.rx.try_recv().map_err(|e| match e {
+            broadcast::error::TryRecvError::Lagged(n) => ListenerError::Lagged(n),
+            broadcast::error::TryRecvError::Closed => ListenerError::Closed,
+            broadcast::error::TryRecvError::Empty => ListenerError::Empty,
+        })
+    }
+}
+
+/// The sending side of all listener channels.
+#[derive(Debug)]
+pub(crate) struct EventHub {
+    all: broadcast::Sender<Event>,
+    open: broadcast::Sender<OpenEvent>,
+    close: broadcast::Sender<CloseEvent>,
+    error: broadcast::Sender<Error>,
+    reconnecting: broadcast::Sender<ReconnectingEvent>,
+    gave_up: broadcast::Sender<GaveUpEvent>,
+}
+
+impl EventHub {
+    pub(crate) fn new(capacity: usize) -> Self {
+        EventHub {
+            all: broadcast::channel(capacity).0,
+            open: broadcast::channel(capacity).0,
+            close: broadcast::channel(capacity).0,
+            error: broadcast::channel(capacity).0,
+            reconnecting: broadcast::channel(capacity).0,
+            gave_up: broadcast::channel(capacity).0,
+        }
+    }
+
+    pub(crate) fn subscribe_all(&self) -> Listener<Event> {
+        Listener {
+            rx: self.all.subscribe(),
+        }
+    }
+    pub(crate) fn subscribe_open(&self) -> Listener<OpenEvent> {
+        Listener {
+            rx: self.open.subscribe(),
+        }
+    }
+    pub(crate) fn subscribe_close(&self) -> Listener<CloseEvent> {
+        Listener {
+            rx: self.close.subscribe(),
+        }
+    }
+    pub(crate) fn subscribe_error(&self) -> Listener<Error> {
+        Listener {
+            rx: self.error.subscribe(),
+        }
+    }
+    pub(crate) fn subscribe_reconnecting(&self) -> Listener<ReconnectingEvent> {
+        Listener {
+            rx: self.reconnecting.subscribe(),
+        }
+    }
+    pub(crate) fn subscribe_gave_up(&self) -> Listener<GaveUpEvent> {
+        Listener {
+            rx: self.gave_up.subscribe(),
+        }
+    }
+
+    /// Sends to the kind's listeners and to the ordered all-events listeners. A send with no
+    /// listener fails, which is fine: nobody asked.
+    pub(crate) fn emit(&self, event: Event) {
+        match &event {
+            Event::Open(e) => drop(self.open.send(e.clone())),
+            Event::Close(e) => drop(self.close.send(e.clone())),
+            Event::Error(e) => drop(self.error.send(e.clone())),
+            Event::Reconnecting(e) => drop(self.reconnecting.send(e.clone())),
+            Event::GaveUp(e) => drop(self.gave_up.send(e.clone())),
+        }
+        let _ = self.all.send(event);
+    }
+}

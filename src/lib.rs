@@ -1,0 +1,74 @@
+//! An auto-reconnecting WebSocket `Stream` + `Sink` that loses nothing, never hammers a server
+//! and never hangs, with clients for Macrometa GDN streams and the Apache Pulsar WebSocket API.
+//!
+//! [`ReconnectingStream`] wraps a *connection factory*, a closure called on every attempt, so each
+//! reconnect gets a fresh URL, one-time password or header. It applies exponential backoff (with
+//! the original `StreamWebsocket` wrapper's defaults), bounds every connect, pings to find dead
+//! connections, queues outgoing items while disconnected, and tells listeners about every open,
+//! close, error, reconnect and give-up.
+//!
+//! ```no_run
+//! use futures::{SinkExt, StreamExt};
+//! use stream_websocket::{connect, Incoming, Outgoing, Publish, ReconnectConfig, ReconnectingStream};
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), stream_websocket::Error> {
+//! let url = "ws://127.0.0.1:8080/ws/v2/producer/persistent/public/default/orders".to_string();
+//! let config = ReconnectConfig::builder()
+//!     .min_delay(Duration::from_millis(500))
+//!     .max_retries(20)
+//!     .build()?;
+//! let mut stream = ReconnectingStream::with_config(move || connect(url.clone()), config);
+//!
+//! let mut errors = stream.on_error();
+//! tokio::spawn(async move {
+//!     while let Ok(e) = errors.recv().await {
+//!         eprintln!("error: {e}");
+//!     }
+//! });
+//!
+//! stream.send(Outgoing::Publish(Publish::new("hello").context("1"))).await?;
+//! while let Some(frame) = stream.next().await {
+//!     if let Incoming::Ack(ack) = frame? {
+//!         println!("stored: {:?}", ack.result);
+//!         break;
+//!     }
+//! }
+//! stream.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backoff;
+pub mod codec;
+pub mod config;
+mod connect;
+pub mod error;
+pub mod event;
+mod redact;
+mod stream;
+
+pub use backoff::{Backoff, Jitter, MinDelay};
+pub use codec::{
+    AckResult, Codec, ConsumerMessage, Incoming, MessageId, Outgoing, ProducerAck, Publish,
+    PulsarCodec, RawCodec,
+};
+pub use config::{ConfigError, ReconnectConfig, ReconnectConfigBuilder, UnsentPolicy};
+pub use connect::{connect, connect_with_config, WsStream};
+pub use error::{DecodeError, Disposition, Error};
+pub use event::{
+    CloseEvent, Event, GaveUpEvent, Listener, ListenerError, OpenEvent, ReconnectingEvent,
+};
+pub use redact::{redact_url, Secret, SECRET_QUERY_KEYS};
+pub use stream::{Connect, ReconnectingStream, Transport};
+
+/// Re-exported so users can name message types without depending on `tokio-tungstenite`.
+pub use tokio_tungstenite::tungstenite;

@@ -1,0 +1,999 @@
+//! [`ReconnectingStream`]: the auto-reconnecting `Stream` + `Sink`.
+//!
+//! # How it works
+//!
+//! One state machine, driven from inside `poll_next` and the `Sink` methods (no background task):
+//!
+//! ```text
+//!            ┌──────── delay 0 ────────┐
+//!            ▼                         │
+//!   Idle ─▶ Connecting ─ok─▶ Open ─lost┴▶ Backoff(delay) ─▶ Connecting …
+//!              │  ▲  fail/timeout        │ close()
+//!              │  └── Backoff ◀──────────┤
+//!              └─ fatal / gave up ─▶ Done ◀── Closing ◀┘
+//! ```
+//!
+//! Whichever side is polled drives everything: connecting, backoff timers, keepalive pings,
+//! reading (so pongs and closes are seen even by a sink-only user) and writing the queue. When the
+//! two halves are used from different tasks (`StreamExt::split`), every inner poll uses a waker that
+//! wakes both tasks, so neither misses a state change made by the other.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use futures::stream::FusedStream;
+use futures::task::AtomicWaker;
+use futures::{Sink, Stream, TryFutureExt};
+use tokio::time::{sleep, sleep_until, Instant, Sleep};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::Instrument;
+
+use crate::backoff::{Backoff, Rng};
+use crate::codec::{Codec, PulsarCodec};
+use crate::config::{ReconnectConfig, UnsentPolicy};
+use crate::error::{Disposition, Error};
+use crate::event::{
+    CloseEvent, Event, EventHub, GaveUpEvent, Listener, OpenEvent, ReconnectingEvent,
+};
+
+/// A WebSocket connection as the stream uses it: a `Stream` of messages and a `Sink` for them,
+/// with tungstenite's error type. `tokio_tungstenite::WebSocketStream` over any I/O is one.
+pub trait Transport:
+    Stream<Item = Result<Message, tungstenite::Error>>
+    + Sink<Message, Error = tungstenite::Error>
+    + Unpin
+{
+}
+
+impl<T> Transport for T where
+    T: Stream<Item = Result<Message, tungstenite::Error>>
+        + Sink<Message, Error = tungstenite::Error>
+        + Unpin
+{
+}
+
+/// Opens a fresh connection; called once per attempt.
+///
+/// Implemented for every closure `FnMut() -> impl Future<Output = Result<T, E>>` where `T` is a
+/// [`Transport`] and `E: Into<Error>`, so a factory is usually just
+/// `|| stream_websocket::connect(url.clone())`. Because it runs on every attempt, it can build a
+/// new URL, fetch a new one-time password or set new headers each time.
+pub trait Connect {
+    /// The connection it opens.
+    type Transport: Transport;
+    /// The attempt in progress.
+    type Future: Future<Output = Result<Self::Transport, Error>>;
+
+    /// Starts one attempt.
+    fn connect(&mut self) -> Self::Future;
+}
+
+impl<F, Fut, T, E> Connect for F
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    T: Transport,
+    E: Into<Error>,
+{
+    type Transport = T;
+    type Future = futures::future::MapErr<Fut, fn(E) -> Error>;
+
+    fn connect(&mut self) -> Self::Future {
+        self().map_err(Into::into as fn(E) -> Error)
+    }
+}
+
+/// The two tasks that may wait on the stream: the one polling the `Stream` side and the one
+/// polling the `Sink` side. Inner futures and the transport get a waker that wakes both.
+#[derive(Debug, Default)]
+struct WakerPair {
+    read: AtomicWaker,
+    write: AtomicWaker,
+}
+
+impl Wake for WakerPair {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.read.wake();
+        self.write.wake();
+    }
+}
+
+/// An auto-reconnecting WebSocket: a [`Stream`] of decoded messages and a [`Sink`] of outgoing
+/// items that survives disconnects.
+///
+/// `F` is the connection factory ([`Connect`]); `C` the [`Codec`], by default [`PulsarCodec`]
+/// (GDN / Pulsar JSON frames: yields [`Incoming`](crate::Incoming), accepts
+/// [`Outgoing`](crate::Outgoing)).
+///
+/// Nothing happens until the stream is first polled; then it connects, and reconnects with
+/// backoff whenever the connection is lost, until [`close`](futures::SinkExt::close) is called,
+/// an error classified as permanent occurs, or the retry cap is reached.
+///
+/// # Stream
+///
+/// Yields `Ok(item)` for each decoded message. A message that does not decode is reported on the
+/// error listeners and skipped. The stream ends with `Some(Err(e))` followed by `None` when it
+/// stops on an error (a permanent failure such as HTTP 401, or [`Error::GaveUp`]), and with just
+/// `None` after `close()`. It is fused: `None` forever after.
+///
+/// # Sink
+///
+/// Accepted items wait in a bounded queue (`queue_capacity`) while disconnected and are written
+/// in order once a connection is open. A full queue makes `poll_ready` return `Pending`.
+/// `poll_flush` completes once everything accepted so far has been written and flushed to a live
+/// connection (it waits through reconnects). Items written to a connection that dies before the
+/// flush completes are re-queued in order (at-least-once) or handed back, as
+/// [`UnsentPolicy`] says. Nothing is dropped silently: items left when the stream closes or gives
+/// up are returned by [`take_unsent`](Self::take_unsent).
+///
+/// `close()` stops reconnecting at once (also during a backoff wait or a connect), writes the
+/// queue if a connection is open, sends a Close frame and flushes, bounded by `close_timeout`. It
+/// never opens a connection: call `flush()` first to wait for queued items to be written. It
+/// returns [`Error::Unsent`] if items were left, which [`take_unsent`](Self::take_unsent) returns.
+/// After `start_send` is refused (the stream closed or stopped), the refused item is also kept
+/// there.
+///
+/// # Cancel safety
+///
+/// `StreamExt::next` is cancel safe. `SinkExt::send` is not: if its future is dropped before
+/// `poll_ready` succeeded, the item is lost with it. Use `poll_ready`/`start_send` or `feed`
+/// plus `flush` where that matters.
+///
+/// # Keepalive
+///
+/// While open, a Ping goes out every `ping_interval`; if no frame at all arrives within
+/// `pong_timeout` of a ping, the connection is dropped as dead and reconnected. Keepalive runs
+/// whenever either side is polled. A sink-only user that is idle between sends is covered at the
+/// next send: the stale deadline is noticed before anything is written.
+pub struct ReconnectingStream<F: Connect, C: Codec = PulsarCodec> {
+    core: Core<F, C>,
+    wakers: Arc<WakerPair>,
+    proxy: Waker,
+}
+
+// The stream never pins its factory, codec or transport in place (futures are boxed), so it can
+// move freely whatever they are.
+impl<F: Connect, C: Codec> Unpin for ReconnectingStream<F, C> {}
+
+impl<F: Connect> ReconnectingStream<F, PulsarCodec> {
+    /// A stream with the default configuration and the GDN / Pulsar codec.
+    pub fn new(factory: F) -> Self {
+        Self::with_config(factory, ReconnectConfig::default())
+    }
+
+    /// A stream with this configuration and the GDN / Pulsar codec.
+    pub fn with_config(factory: F, config: ReconnectConfig) -> Self {
+        Self::with_codec(factory, config, PulsarCodec)
+    }
+}
+
+impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
+    /// A stream with this configuration and codec.
+    pub fn with_codec(factory: F, config: ReconnectConfig, codec: C) -> Self {
+        let seed = config.seed.unwrap_or_else(Rng::entropy_seed);
+        let backoff = Backoff::new(config.backoff, seed);
+        let wakers = Arc::new(WakerPair::default());
+        let proxy = Waker::from(wakers.clone());
+        ReconnectingStream {
+            core: Core {
+                factory,
+                codec,
+                events: EventHub::new(config.event_capacity),
+                backoff,
+                state: State::Idle,
+                queue: VecDeque::new(),
+                unflushed: VecDeque::new(),
+                unsent: Vec::new(),
+                inbound: VecDeque::new(),
+                connections: 0,
+                closing: false,
+                close_deadline: None,
+                terminal: None,
+                failure: None,
+                terminated: false,
+                config,
+            },
+            wakers,
+            proxy,
+        }
+    }
+
+    /// Listens to every event, in the order they happen.
+    pub fn events(&self) -> Listener<Event> {
+        self.core.events.subscribe_all()
+    }
+    /// Listens to connection opens.
+    pub fn on_open(&self) -> Listener<OpenEvent> {
+        self.core.events.subscribe_open()
+    }
+    /// Listens to connection closes.
+    pub fn on_close(&self) -> Listener<CloseEvent> {
+        self.core.events.subscribe_close()
+    }
+    /// Listens to errors: failed attempts, dead connections, frames that did not decode.
+    pub fn on_error(&self) -> Listener<Error> {
+        self.core.events.subscribe_error()
+    }
+    /// Listens to scheduled reconnect attempts.
+    pub fn on_reconnecting(&self) -> Listener<ReconnectingEvent> {
+        self.core.events.subscribe_reconnecting()
+    }
+    /// Listens for the retry cap being reached.
+    pub fn on_gave_up(&self) -> Listener<GaveUpEvent> {
+        self.core.events.subscribe_gave_up()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ReconnectConfig {
+        &self.core.config
+    }
+
+    /// Whether a connection is open right now.
+    pub fn is_open(&self) -> bool {
+        matches!(self.core.state, State::Open(_))
+    }
+
+    /// How many connections have been opened so far.
+    pub fn connections(&self) -> u64 {
+        self.core.connections
+    }
+
+    /// Retries made since the last stable connection.
+    pub fn retries(&self) -> u32 {
+        self.core.backoff.retries()
+    }
+
+    /// The minimum backoff delay this instance drew.
+    pub fn min_delay(&self) -> Duration {
+        self.core.backoff.min_delay()
+    }
+
+    /// Outgoing items accepted but not yet flushed to a connection.
+    pub fn pending(&self) -> usize {
+        self.core.queue.len() + self.core.unflushed.len()
+    }
+
+    /// Takes back the items that will not be sent: those left when the stream closed or stopped,
+    /// and, under [`UnsentPolicy::HandBack`], those whose connection died. In the order they were
+    /// accepted.
+    pub fn take_unsent(&mut self) -> Vec<C::Out> {
+        mem::take(&mut self.core.unsent)
+    }
+
+    /// Drops the current connection (if any) and connects again at once with a fresh retry count.
+    /// Also revives a stream that gave up or stopped on an error; not one that was closed.
+    pub fn reconnect(&mut self) {
+        self.core.manual_reconnect();
+        self.proxy.wake_by_ref();
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &C {
+        &self.core.codec
+    }
+}
+
+impl<F: Connect, C: Codec> fmt::Debug for ReconnectingStream<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.core;
+        f.debug_struct("ReconnectingStream")
+            .field("state", &c.state.name())
+            .field("connections", &c.connections)
+            .field("retries", &c.backoff.retries())
+            .field("queued", &c.queue.len())
+            .field("unflushed", &c.unflushed.len())
+            .field("unsent", &c.unsent.len())
+            .field("closing", &c.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Connect, C: Codec> Stream for ReconnectingStream<F, C> {
+    type Item = Result<C::Item, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.wakers.read.register(cx.waker());
+        this.core.poll_next(&mut Context::from_waker(&this.proxy))
+    }
+}
+
+impl<F: Connect, C: Codec> FusedStream for ReconnectingStream<F, C> {
+    fn is_terminated(&self) -> bool {
+        self.core.terminated
+    }
+}
+
+impl<F: Connect, C: Codec> Sink<C::Out> for ReconnectingStream<F, C> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        this.wakers.write.register(cx.waker());
+        this.core.poll_ready(&mut Context::from_waker(&this.proxy))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: C::Out) -> Result<(), Error> {
+        self.get_mut().core.start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        this.wakers.write.register(cx.waker());
+        this.core.poll_flush(&mut Context::from_waker(&this.proxy))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        this.wakers.write.register(cx.waker());
+        this.core.poll_close(&mut Context::from_waker(&this.proxy))
+    }
+}
+
+enum State<T, Fut> {
+    /// About to start an attempt.
+    Idle,
+    /// Waiting out a backoff delay.
+    Backoff(Pin<Box<Sleep>>),
+    /// An attempt is in flight.
+    Connecting {
+        fut: Pin<Box<tracing::instrument::Instrumented<Fut>>>,
+        deadline: Pin<Box<Sleep>>,
+    },
+    /// Connected.
+    Open(Conn<T>),
+    /// `close()` was called on an open connection: writing what is queued, then the Close frame.
+    Closing { conn: Conn<T>, close_sent: bool },
+    /// Finished: closed, stopped on an error, or gave up.
+    Done,
+}
+
+impl<T, Fut> State<T, Fut> {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Backoff(_) => "backoff",
+            State::Connecting { .. } => "connecting",
+            State::Open(_) => "open",
+            State::Closing { .. } => "closing",
+            State::Done => "done",
+        }
+    }
+}
+
+struct Conn<T> {
+    transport: T,
+    number: u64,
+    opened_at: Instant,
+    keepalive: Option<Keepalive>,
+    /// Something was written since the last completed flush.
+    needs_flush: bool,
+    /// The peer's Close frame, once received: (code, reason).
+    close_frame: Option<(Option<u16>, String)>,
+}
+
+/// Ping schedule and dead-connection detection for one connection.
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+    next_ping: Instant,
+    /// When the oldest ping not yet followed by any inbound frame was sent.
+    outstanding: Option<Instant>,
+    ping_due: bool,
+}
+
+impl Keepalive {
+    fn new(interval: Duration, timeout: Duration, now: Instant) -> Self {
+        let next_ping = now + interval;
+        Keepalive {
+            interval,
+            timeout,
+            timer: Box::pin(sleep_until(next_ping)),
+            next_ping,
+            outstanding: None,
+            ping_due: false,
+        }
+    }
+
+    /// Fires due pings and reports a connection with no frame within `timeout` of a ping.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if let Some(since) = self.outstanding {
+                if now >= since + self.timeout {
+                    return Err(Error::KeepaliveTimeout(self.timeout));
+                }
+            }
+            if now >= self.next_ping {
+                self.ping_due = true;
+                self.next_ping = now + self.interval;
+                self.outstanding.get_or_insert(now);
+            }
+            let deadline = match self.outstanding {
+                Some(since) => (since + self.timeout).min(self.next_ping),
+                None => self.next_ping,
+            };
+            self.timer.as_mut().reset(deadline);
+        }
+        Ok(())
+    }
+
+    /// Any inbound frame proves the connection alive.
+    fn alive(&mut self) {
+        self.outstanding = None;
+    }
+}
+
+struct Core<F: Connect, C: Codec> {
+    factory: F,
+    codec: C,
+    config: ReconnectConfig,
+    events: EventHub,
+    backoff: Backoff,
+    state: State<F::Transport, F::Future>,
+    /// Accepted, not yet written.
+    queue: VecDeque<C::Out>,
+    /// Written to the current connection, not yet flushed.
+    unflushed: VecDeque<C::Out>,
+    /// Handed back to the caller.
+    unsent: Vec<C::Out>,
+    /// Decoded, not yet yielded.
+    inbound: VecDeque<C::Item>,
+    connections: u64,
+    /// `close()` was called: never reconnect again.
+    closing: bool,
+    close_deadline: Option<Pin<Box<Sleep>>>,
+    /// The error the stream still has to yield before `None`.
+    terminal: Option<Error>,
+    /// Why the stream stopped, for the sink's answers.
+    failure: Option<Error>,
+    /// `None` was yielded.
+    terminated: bool,
+}
+
+/// How servicing an open connection went.
+enum Lost {
+    /// The peer sent a Close frame, or the stream ended after one.
+    Clean,
+    /// The connection failed.
+    Error(Error),
+}
+
+impl<F: Connect, C: Codec> Core<F, C> {
+    // ----- the Stream side -------------------------------------------------------------------
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<C::Item, Error>>> {
+        loop {
+            if let Some(item) = self.inbound.pop_front() {
+                return Poll::Ready(Some(Ok(item)));
+            }
+            if self.closing || matches!(self.state, State::Done) {
+                if let Some(e) = self.terminal.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                if self.closing && !matches!(self.state, State::Done) {
+                    // Let a close in progress finish when the user polls only this side.
+                    ready!(self.poll_close(cx)).ok();
+                }
+                self.terminated = true;
+                return Poll::Ready(None);
+            }
+            if !ready!(self.poll_open(cx)) {
+                continue;
+            }
+            if let Err(lost) = self.service(cx) {
+                self.connection_lost(lost, cx);
+                continue;
+            }
+            if self.inbound.is_empty() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    // ----- the Sink side ---------------------------------------------------------------------
+
+    fn stopped_error(&self) -> Error {
+        self.failure.clone().unwrap_or(Error::Closed)
+    }
+
+    fn has_room(&self) -> bool {
+        self.queue.len() + self.unflushed.len() < self.config.queue_capacity
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        loop {
+            if self.closing || matches!(self.state, State::Done) {
+                return Poll::Ready(Err(self.stopped_error()));
+            }
+            if self.has_room() {
+                return Poll::Ready(Ok(()));
+            }
+            // Full: push the queue out, which needs a connection.
+            if !ready!(self.poll_open(cx)) {
+                continue;
+            }
+            if let Err(lost) = self.service(cx) {
+                self.connection_lost(lost, cx);
+                continue;
+            }
+            if !self.has_room() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn start_send(&mut self, item: C::Out) -> Result<(), Error> {
+        if self.closing || matches!(self.state, State::Done) {
+            // Refused, but not lost: the caller gets it back from take_unsent().
+            self.unsent.push(item);
+            return Err(self.stopped_error());
+        }
+        self.queue.push_back(item);
+        Ok(())
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        loop {
+            if self.closing || matches!(self.state, State::Done) {
+                return Poll::Ready(Err(self.stopped_error()));
+            }
+            if !ready!(self.poll_open(cx)) {
+                continue;
+            }
+            if let Err(lost) = self.service(cx) {
+                self.connection_lost(lost, cx);
+                continue;
+            }
+            let State::Open(conn) = &self.state else {
+                continue;
+            };
+            if self.queue.is_empty() && !conn.needs_flush {
+                return Poll::Ready(Ok(()));
+            }
+            return Poll::Pending;
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if !self.closing {
+            self.closing = true;
+            self.close_deadline = Some(Box::pin(sleep(self.config.close_timeout)));
+            tracing::debug!(state = self.state.name(), "close requested");
+            match mem::replace(&mut self.state, State::Done) {
+                State::Open(conn) => {
+                    self.state = State::Closing {
+                        conn,
+                        close_sent: false,
+                    }
+                }
+                State::Done => {}
+                // A pending backoff wait or connect is simply dropped: nothing reopens.
+                _ => self.finish(None, cx),
+            }
+        }
+        loop {
+            if matches!(self.state, State::Done) {
+                return Poll::Ready(if self.unsent.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Error::Unsent(self.unsent.len()))
+                });
+            }
+            let timed_out = self
+                .close_deadline
+                .as_mut()
+                .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+            if timed_out {
+                tracing::debug!("closing handshake timed out");
+                self.finish(None, cx);
+                continue;
+            }
+            match self.poll_closing(cx) {
+                Poll::Ready(Ok(())) => self.finish(None, cx),
+                Poll::Ready(Err(lost)) => {
+                    if let Lost::Error(e) = &lost {
+                        tracing::debug!(error = %e, "connection failed while closing");
+                    }
+                    self.finish(None, cx);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Writes the queue, then the Close frame, then waits for the transport to close.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
+        let State::Closing { conn, close_sent } = &mut self.state else {
+            return Poll::Ready(Ok(()));
+        };
+        if !*close_sent {
+            write_queue(
+                conn,
+                &mut self.queue,
+                &mut self.unflushed,
+                &mut self.codec,
+                cx,
+            )
+            .map_err(Lost::Error)?;
+            if !self.queue.is_empty() || conn.needs_flush {
+                return Poll::Pending;
+            }
+            ready!(Pin::new(&mut conn.transport).poll_ready(cx)).map_err(lost_from)?;
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            };
+            Pin::new(&mut conn.transport)
+                .start_send(Message::Close(Some(frame)))
+                .map_err(lost_from)?;
+            *close_sent = true;
+        }
+        ready!(Pin::new(&mut conn.transport).poll_close(cx)).map_err(lost_from)?;
+        Poll::Ready(Ok(()))
+    }
+
+    // ----- the lifecycle ---------------------------------------------------------------------
+
+    /// Drives connecting and backoff. `Ready(true)`: a connection is open (or closing);
+    /// `Ready(false)`: the stream is done; `Pending`: waiting for a timer or the factory.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        loop {
+            match &mut self.state {
+                State::Open(_) | State::Closing { .. } => return Poll::Ready(true),
+                State::Done => return Poll::Ready(false),
+                State::Idle => self.start_attempt(),
+                State::Backoff(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    self.start_attempt();
+                }
+                State::Connecting { fut, deadline } => match fut.as_mut().poll(cx) {
+                    Poll::Ready(Ok(transport)) => self.opened(transport),
+                    Poll::Ready(Err(e)) => self.attempt_failed(e, cx),
+                    Poll::Pending => {
+                        ready!(deadline.as_mut().poll(cx));
+                        let timeout = self.config.connect_timeout;
+                        self.attempt_failed(Error::ConnectTimeout(timeout), cx);
+                    }
+                },
+            }
+        }
+    }
+
+    fn start_attempt(&mut self) {
+        let attempt = self.backoff.retries();
+        let connection = self.connections + 1;
+        let span = tracing::info_span!("ws_connect", attempt, connection);
+        span.in_scope(|| tracing::debug!("connecting"));
+        let fut = self.factory.connect().instrument(span);
+        self.state = State::Connecting {
+            fut: Box::pin(fut),
+            deadline: Box::pin(sleep(self.config.connect_timeout)),
+        };
+    }
+
+    fn opened(&mut self, transport: F::Transport) {
+        self.connections += 1;
+        let now = Instant::now();
+        let keepalive = self
+            .config
+            .ping_interval
+            .map(|every| Keepalive::new(every, self.config.pong_timeout, now));
+        let attempt = self.backoff.retries();
+        tracing::info!(connection = self.connections, attempt, "connected");
+        self.state = State::Open(Conn {
+            transport,
+            number: self.connections,
+            opened_at: now,
+            keepalive,
+            needs_flush: false,
+            close_frame: None,
+        });
+        self.events.emit(Event::Open(OpenEvent {
+            connection: self.connections,
+            attempt,
+        }));
+    }
+
+    fn attempt_failed(&mut self, error: Error, cx: &mut Context<'_>) {
+        tracing::warn!(error = %error, attempt = self.backoff.retries(), "connection attempt failed");
+        self.state = State::Idle;
+        self.events.emit(Event::Error(error.clone()));
+        match self.plan(error) {
+            Plan::Retry(delay) => self.schedule(delay),
+            Plan::Stop(error) => self.finish(Some(error), cx),
+        }
+    }
+
+    fn connection_lost(&mut self, lost: Lost, cx: &mut Context<'_>) {
+        let conn = match mem::replace(&mut self.state, State::Idle) {
+            State::Open(conn) | State::Closing { conn, .. } => conn,
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        // The transport is dropped with `conn`: its wakers die with it, so wake both sides.
+        cx.waker().wake_by_ref();
+        let (code, reason) = conn.close_frame.clone().unwrap_or((None, String::new()));
+        let (error, cause) = match lost {
+            Lost::Clean => (
+                None,
+                Error::ConnectionClosed {
+                    code,
+                    reason: reason.clone(),
+                },
+            ),
+            Lost::Error(e) => (Some(e.clone()), e),
+        };
+        match &error {
+            Some(e) => tracing::warn!(connection = conn.number, error = %e, "connection lost"),
+            None => tracing::info!(connection = conn.number, ?code, "connection closed by peer"),
+        }
+        self.release_unflushed();
+        if conn.opened_at.elapsed() >= self.config.min_uptime {
+            self.backoff.reset();
+        }
+        if let Some(e) = &error {
+            self.events.emit(Event::Error(e.clone()));
+        }
+        let plan = self.plan(cause);
+        self.events.emit(Event::Close(CloseEvent {
+            connection: conn.number,
+            code,
+            reason,
+            reconnect: matches!(plan, Plan::Retry(_)),
+            error,
+        }));
+        match plan {
+            Plan::Retry(delay) => self.schedule(delay),
+            Plan::Stop(error) => self.finish(Some(error), cx),
+        }
+    }
+
+    /// What follows a failure: classification, then the backoff (which may give up).
+    fn plan(&mut self, cause: Error) -> Plan {
+        if self.config.disposition(&cause) == Disposition::Stop {
+            tracing::warn!(error = %cause, "permanent error; not reconnecting");
+            return Plan::Stop(cause);
+        }
+        match self.backoff.next_delay() {
+            Some(delay) => Plan::Retry(delay),
+            None => {
+                let attempts = self.backoff.retries();
+                tracing::warn!(attempts, "retry cap reached; giving up");
+                self.events.emit(Event::GaveUp(GaveUpEvent {
+                    attempts,
+                    last_error: cause.clone(),
+                }));
+                Plan::Stop(Error::GaveUp {
+                    attempts,
+                    last: Box::new(cause),
+                })
+            }
+        }
+    }
+
+    fn schedule(&mut self, delay: Duration) {
+        let attempt = self.backoff.retries();
+        tracing::info!(attempt, delay_ms = delay.as_millis() as u64, "reconnecting");
+        self.events
+            .emit(Event::Reconnecting(ReconnectingEvent { attempt, delay }));
+        self.state = if delay.is_zero() {
+            State::Idle
+        } else {
+            State::Backoff(Box::pin(sleep(delay)))
+        };
+    }
+
+    /// Enters `Done`. Whatever was not sent is handed back.
+    fn finish(&mut self, error: Option<Error>, cx: &mut Context<'_>) {
+        if let State::Open(conn) | State::Closing { conn, .. } =
+            mem::replace(&mut self.state, State::Done)
+        {
+            drop(conn);
+        }
+        self.release_unflushed();
+        self.unsent.extend(self.queue.drain(..));
+        self.close_deadline = None;
+        if let Some(e) = error {
+            self.terminal = Some(e.clone());
+            self.failure = Some(e);
+        }
+        cx.waker().wake_by_ref();
+    }
+
+    /// Items written to a connection that is gone: re-queue (in order, ahead of newer ones) or
+    /// hand back, as configured.
+    fn release_unflushed(&mut self) {
+        match self.config.unsent_policy {
+            UnsentPolicy::Requeue => {
+                while let Some(item) = self.unflushed.pop_back() {
+                    self.queue.push_front(item);
+                }
+            }
+            UnsentPolicy::HandBack => {
+                self.unsent.extend(self.unflushed.drain(..));
+                self.unsent.extend(self.queue.drain(..));
+            }
+        }
+    }
+
+    fn manual_reconnect(&mut self) {
+        if self.closing {
+            return;
+        }
+        tracing::info!(state = self.state.name(), "manual reconnect");
+        if let State::Open(conn) = mem::replace(&mut self.state, State::Idle) {
+            self.release_unflushed();
+            self.events.emit(Event::Close(CloseEvent {
+                connection: conn.number,
+                code: None,
+                reason: String::new(),
+                reconnect: true,
+                error: None,
+            }));
+        }
+        self.backoff.reset();
+        self.terminal = None;
+        self.failure = None;
+        self.terminated = false;
+    }
+
+    // ----- an open connection ----------------------------------------------------------------
+
+    /// Reads what is there (up to the read-ahead), checks keepalive, and writes the queue.
+    fn service(&mut self, cx: &mut Context<'_>) -> Result<(), Lost> {
+        let State::Open(conn) = &mut self.state else {
+            return Ok(());
+        };
+        let read_ahead = self.config.read_ahead;
+        if self.inbound.len() < read_ahead {
+            read_available(
+                conn,
+                &mut self.inbound,
+                read_ahead,
+                &mut self.codec,
+                &self.events,
+                cx,
+            )?;
+        } else if let Some(ka) = &mut conn.keepalive {
+            // Unread messages are waiting: the connection is evidently alive.
+            ka.alive();
+        }
+        if let Some(ka) = &mut conn.keepalive {
+            ka.poll(cx).map_err(Lost::Error)?;
+        }
+        write_queue(
+            conn,
+            &mut self.queue,
+            &mut self.unflushed,
+            &mut self.codec,
+            cx,
+        )
+        .map_err(Lost::Error)
+    }
+}
+
+enum Plan {
+    Retry(Duration),
+    Stop(Error),
+}
+
+fn lost_from(e: tungstenite::Error) -> Lost {
+    Lost::Error(e.into())
+}
+
+/// Reads until the transport has nothing more or `limit` decoded items wait.
+fn read_available<T: Transport, C: Codec>(
+    conn: &mut Conn<T>,
+    inbound: &mut VecDeque<C::Item>,
+    limit: usize,
+    codec: &mut C,
+    events: &EventHub,
+    cx: &mut Context<'_>,
+) -> Result<(), Lost> {
+    while inbound.len() < limit {
+        let msg = match Pin::new(&mut conn.transport).poll_next(cx) {
+            Poll::Pending => return Ok(()),
+            Poll::Ready(None) => {
+                return Err(match conn.close_frame {
+                    Some(_) => Lost::Clean,
+                    None => Lost::Error(Error::ConnectionClosed {
+                        code: None,
+                        reason: "stream ended without a close frame".into(),
+                    }),
+                })
+            }
+            Poll::Ready(Some(Err(e))) => {
+                return Err(match (&e, &conn.close_frame) {
+                    (
+                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                        Some(_),
+                    ) => Lost::Clean,
+                    _ => Lost::Error(e.into()),
+                })
+            }
+            Poll::Ready(Some(Ok(msg))) => msg,
+        };
+        if let Some(ka) = &mut conn.keepalive {
+            ka.alive();
+        }
+        match msg {
+            Message::Text(_) | Message::Binary(_) => match codec.decode(msg) {
+                Ok(item) => inbound.push_back(item),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a frame that does not decode");
+                    events.emit(Event::Error(Error::Decode(e)));
+                }
+            },
+            Message::Close(frame) => {
+                conn.close_frame = Some(match frame {
+                    Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_string()),
+                    None => (None, String::new()),
+                });
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes a due ping, then queued items, then flushes. Stops early (without error) where the
+/// transport is not ready; its waker is registered then.
+fn write_queue<T: Transport, C: Codec>(
+    conn: &mut Conn<T>,
+    queue: &mut VecDeque<C::Out>,
+    unflushed: &mut VecDeque<C::Out>,
+    codec: &mut C,
+    cx: &mut Context<'_>,
+) -> Result<(), Error> {
+    let mut transport = Pin::new(&mut conn.transport);
+    if let Some(ka) = conn.keepalive.as_mut().filter(|ka| ka.ping_due) {
+        match transport.as_mut().poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Err(e.into()),
+            Poll::Pending => return Ok(()),
+        }
+        transport
+            .as_mut()
+            .start_send(Message::Ping(Default::default()))?;
+        ka.ping_due = false;
+        conn.needs_flush = true;
+    }
+    while !queue.is_empty() {
+        match transport.as_mut().poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Err(e.into()),
+            Poll::Pending => return Ok(()),
+        }
+        let item = queue.pop_front().expect("queue is not empty");
+        let message = codec.encode(&item);
+        unflushed.push_back(item);
+        conn.needs_flush = true;
+        transport.as_mut().start_send(message)?;
+    }
+    if conn.needs_flush {
+        match transport.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                conn.needs_flush = false;
+                unflushed.clear();
+            }
+            Poll::Ready(Err(e)) => return Err(e.into()),
+            Poll::Pending => {}
+        }
+    }
+    Ok(())
+}

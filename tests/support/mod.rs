@@ -1,0 +1,206 @@
+//! Shared test helpers: a scripted connection factory over in-memory sockets.
+//!
+//! Every "connection" is a `tokio::io::duplex` pair with real WebSocket framing on both ends, so
+//! tests exercise the real protocol (pings, pongs, closes) while running in virtual time.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::future::BoxFuture;
+use futures::{FutureExt, SinkExt, StreamExt};
+use stream_websocket::tungstenite::protocol::Role;
+use stream_websocket::tungstenite::Message;
+use stream_websocket::Error;
+use tokio::io::DuplexStream;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+
+pub type Ws = WebSocketStream<DuplexStream>;
+
+/// What one call of the factory does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Fails at once with a retryable I/O error (connection refused).
+    Fail,
+    /// Fails at once with HTTP 401 (permanent).
+    Permanent,
+    /// Never completes: the connect timeout has to end it.
+    Hang,
+    /// Opens; the server sends `frames` consumer messages, stays up `uptime` (reading and
+    /// answering pings), then drops the connection, with a Close frame if `close`.
+    Open {
+        frames: usize,
+        uptime: Duration,
+        close: bool,
+    },
+    /// Opens, then the server stops reading and answering entirely (half-open), for `uptime`.
+    Stall { uptime: Duration },
+}
+
+/// The script and what happened.
+#[derive(Debug, Default)]
+pub struct Script {
+    outcomes: Mutex<VecDeque<Outcome>>,
+    /// When each factory call happened.
+    pub calls: Mutex<Vec<Instant>>,
+    /// Text frames the servers received: (connection number, text).
+    pub received: Mutex<Vec<(usize, String)>>,
+    opened: Mutex<usize>,
+}
+
+impl Script {
+    /// A script; once it runs out, every further call fails permanently (401).
+    pub fn new(outcomes: impl IntoIterator<Item = Outcome>) -> Arc<Self> {
+        Arc::new(Script {
+            outcomes: Mutex::new(outcomes.into_iter().collect()),
+            ..Script::default()
+        })
+    }
+
+    pub fn calls(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Gaps between consecutive factory calls, in whole milliseconds.
+    pub fn gaps_ms(&self) -> Vec<u128> {
+        let calls = self.calls();
+        calls
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect()
+    }
+
+    pub fn received_texts(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// The factory to hand to `ReconnectingStream`.
+    pub fn factory(
+        self: &Arc<Self>,
+    ) -> impl FnMut() -> BoxFuture<'static, Result<Ws, Error>> + Send + 'static {
+        let script = self.clone();
+        move || {
+            script.calls.lock().unwrap().push(Instant::now());
+            let next = script.outcomes.lock().unwrap().pop_front();
+            let script = script.clone();
+            match next.unwrap_or(Outcome::Permanent) {
+                Outcome::Fail => {
+                    async { Err(io::Error::from(io::ErrorKind::ConnectionRefused).into()) }.boxed()
+                }
+                Outcome::Permanent => async {
+                    Err(Error::Http {
+                        status: 401,
+                        body: Some("Failed to authenticate".into()),
+                    })
+                }
+                .boxed(),
+                Outcome::Hang => futures::future::pending().boxed(),
+                Outcome::Open {
+                    frames,
+                    uptime,
+                    close,
+                } => async move {
+                    let conn = script.next_conn();
+                    let (client, server) = pair().await;
+                    tokio::spawn(serve(script, conn, server, frames, uptime, close));
+                    Ok(client)
+                }
+                .boxed(),
+                Outcome::Stall { uptime } => async move {
+                    let (client, server) = pair().await;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(uptime).await;
+                        drop(server);
+                    });
+                    Ok(client)
+                }
+                .boxed(),
+            }
+        }
+    }
+
+    fn next_conn(&self) -> usize {
+        let mut n = self.opened.lock().unwrap();
+        *n += 1;
+        *n
+    }
+}
+
+/// A connected client/server pair over an in-memory pipe.
+pub async fn pair() -> (Ws, Ws) {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+    let server = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+    (client, server)
+}
+
+/// A consumer message frame as a GDN / Pulsar server sends it.
+pub fn consumer_frame(id: &str, payload: &[u8]) -> String {
+    format!(
+        r#"{{"messageId":"{id}","payload":"{}","properties":{{}},"publishTime":"2024-01-01T00:00:00.000Z","redeliveryCount":0}}"#,
+        base64::engine::general_purpose::STANDARD.encode(payload)
+    )
+}
+
+/// Sends `frames` messages with payloads `c<conn>-m<i>`, then reads (recording text frames and
+/// answering pings) for `uptime`, then drains what already arrived and drops the connection.
+async fn serve(
+    script: Arc<Script>,
+    conn: usize,
+    mut ws: Ws,
+    frames: usize,
+    uptime: Duration,
+    close: bool,
+) {
+    for i in 0..frames {
+        let frame = consumer_frame(&format!("{conn}:{i}"), format!("c{conn}-m{i}").as_bytes());
+        if ws.send(Message::Text(frame.into())).await.is_err() {
+            return;
+        }
+    }
+    let deadline = tokio::time::sleep(uptime);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(m)) => record(&script, conn, m),
+                _ => return,
+            },
+            _ = &mut deadline => break,
+        }
+    }
+    // Whatever the client flushed before this moment counts as received.
+    while let Some(Some(Ok(m))) = ws.next().now_or_never() {
+        record(&script, conn, m);
+    }
+    if close {
+        let _ = ws.close(None).now_or_never();
+    }
+}
+
+fn record(script: &Script, conn: usize, m: Message) {
+    if let Message::Text(t) = m {
+        script
+            .received
+            .lock()
+            .unwrap()
+            .push((conn, t.as_str().to_string()));
+    }
+}
+
+/// Installs a test-friendly tracing subscriber once (output shown only for failing tests).
+pub fn trace_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::DEBUG)
+        .try_init();
+}
