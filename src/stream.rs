@@ -202,6 +202,7 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
                 terminal: None,
                 failure: None,
                 terminated: false,
+                deferred_loss: None,
                 config,
             },
             wakers,
@@ -461,6 +462,9 @@ struct Core<F: Connect, C: Codec> {
     failure: Option<Error>,
     /// `None` was yielded.
     terminated: bool,
+    /// The connection died while decoded messages of it were still waiting: the stream side
+    /// yields them first, so that the close event follows the connection's last message.
+    deferred_loss: Option<Lost>,
 }
 
 /// How servicing an open connection went.
@@ -479,6 +483,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
             if let Some(item) = self.inbound.pop_front() {
                 return Poll::Ready(Some(Ok(item)));
             }
+            if let Some(lost) = self.deferred_loss.take() {
+                self.connection_lost(lost, cx);
+                continue;
+            }
             if self.closing || matches!(self.state, State::Done) {
                 if let Some(e) = self.terminal.take() {
                     return Poll::Ready(Some(Err(e)));
@@ -494,7 +502,11 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 continue;
             }
             if let Err(lost) = self.service(cx) {
-                self.connection_lost(lost, cx);
+                if self.inbound.is_empty() {
+                    self.connection_lost(lost, cx);
+                } else {
+                    self.deferred_loss = Some(lost);
+                }
                 continue;
             }
             if self.inbound.is_empty() {
@@ -513,7 +525,15 @@ impl<F: Connect, C: Codec> Core<F, C> {
         self.queue.len() + self.unflushed.len() < self.config.queue_capacity
     }
 
+    /// The sink side does not wait for the reader: a deferred loss is handled at once.
+    fn handle_deferred_loss(&mut self, cx: &mut Context<'_>) {
+        if let Some(lost) = self.deferred_loss.take() {
+            self.connection_lost(lost, cx);
+        }
+    }
+
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.handle_deferred_loss(cx);
         loop {
             if self.closing || matches!(self.state, State::Done) {
                 return Poll::Ready(Err(self.stopped_error()));
@@ -546,6 +566,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.handle_deferred_loss(cx);
         loop {
             if self.closing || matches!(self.state, State::Done) {
                 return Poll::Ready(Err(self.stopped_error()));
@@ -570,6 +591,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if !self.closing {
             self.closing = true;
+            self.handle_deferred_loss(cx);
             self.close_deadline = Some(Box::pin(sleep(self.config.close_timeout)));
             tracing::debug!(state = self.state.name(), "close requested");
             match mem::replace(&mut self.state, State::Done) {
@@ -711,10 +733,8 @@ impl<F: Connect, C: Codec> Core<F, C> {
         tracing::warn!(error = %error, attempt = self.backoff.retries(), "connection attempt failed");
         self.state = State::Idle;
         self.events.emit(Event::Error(error.clone()));
-        match self.plan(error) {
-            Plan::Retry(delay) => self.schedule(delay),
-            Plan::Stop(error) => self.finish(Some(error), cx),
-        }
+        let plan = self.plan(error);
+        self.follow(plan, cx);
     }
 
     fn connection_lost(&mut self, lost: Lost, cx: &mut Context<'_>) {
@@ -749,7 +769,11 @@ impl<F: Connect, C: Codec> Core<F, C> {
         if let Some(e) = &error {
             self.events.emit(Event::Error(e.clone()));
         }
-        let plan = self.plan(cause);
+        let plan = if self.closing {
+            Plan::Closed
+        } else {
+            self.plan(cause)
+        };
         self.events.emit(Event::Close(CloseEvent {
             connection: conn.number,
             code,
@@ -757,9 +781,26 @@ impl<F: Connect, C: Codec> Core<F, C> {
             reconnect: matches!(plan, Plan::Retry(_)),
             error,
         }));
+        self.follow(plan, cx);
+    }
+
+    fn follow(&mut self, plan: Plan, cx: &mut Context<'_>) {
         match plan {
             Plan::Retry(delay) => self.schedule(delay),
             Plan::Stop(error) => self.finish(Some(error), cx),
+            Plan::GiveUp { attempts, cause } => {
+                tracing::warn!(attempts, "retry cap reached; giving up");
+                self.events.emit(Event::GaveUp(GaveUpEvent {
+                    attempts,
+                    last_error: cause.clone(),
+                }));
+                let error = Error::GaveUp {
+                    attempts,
+                    last: Box::new(cause),
+                };
+                self.finish(Some(error), cx);
+            }
+            Plan::Closed => self.finish(None, cx),
         }
     }
 
@@ -771,18 +812,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
         }
         match self.backoff.next_delay() {
             Some(delay) => Plan::Retry(delay),
-            None => {
-                let attempts = self.backoff.retries();
-                tracing::warn!(attempts, "retry cap reached; giving up");
-                self.events.emit(Event::GaveUp(GaveUpEvent {
-                    attempts,
-                    last_error: cause.clone(),
-                }));
-                Plan::Stop(Error::GaveUp {
-                    attempts,
-                    last: Box::new(cause),
-                })
-            }
+            None => Plan::GiveUp {
+                attempts: self.backoff.retries(),
+                cause,
+            },
         }
     }
 
@@ -836,6 +869,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
             return;
         }
         tracing::info!(state = self.state.name(), "manual reconnect");
+        self.deferred_loss = None;
         if let State::Open(conn) = mem::replace(&mut self.state, State::Idle) {
             self.release_unflushed();
             self.events.emit(Event::Close(CloseEvent {
@@ -887,9 +921,16 @@ impl<F: Connect, C: Codec> Core<F, C> {
     }
 }
 
+/// What follows a failure.
 enum Plan {
+    /// Reconnect after this delay.
     Retry(Duration),
+    /// Stop on this (permanent) error.
     Stop(Error),
+    /// The retry cap is reached.
+    GiveUp { attempts: u32, cause: Error },
+    /// `close()` was called: just stop.
+    Closed,
 }
 
 fn lost_from(e: tungstenite::Error) -> Lost {
@@ -918,13 +959,12 @@ fn read_available<T: Transport, C: Codec>(
                 })
             }
             Poll::Ready(Some(Err(e))) => {
-                return Err(match (&e, &conn.close_frame) {
-                    (
-                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                        Some(_),
-                    ) => Lost::Clean,
-                    _ => Lost::Error(e.into()),
-                })
+                // After the peer's Close frame, a failure to answer it (the peer already went
+                // away) does not make the close any less clean.
+                return Err(match conn.close_frame {
+                    Some(_) => Lost::Clean,
+                    None => Lost::Error(e.into()),
+                });
             }
             Poll::Ready(Some(Ok(msg))) => msg,
         };
