@@ -70,5 +70,10 @@ pub use event::{
 pub use redact::{redact_url, Secret, SECRET_QUERY_KEYS};
 pub use stream::{Connect, ReconnectingStream, Transport};
 
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Re-exported so users can name message types without depending on `tokio-tungstenite`.
 pub use tokio_tungstenite::tungstenite;
