@@ -1,10 +1,10 @@
 //! Lifecycle events and the listener channels that carry them.
 //!
 //! Every event goes to the listeners of its own kind ([`ReconnectingStream::on_open`],
-//! [`on_close`](ReconnectingStream::on_close), [`on_error`](ReconnectingStream::on_error),
-//! [`on_reconnecting`](ReconnectingStream::on_reconnecting),
-//! [`on_gave_up`](ReconnectingStream::on_gave_up)) and, in one ordered sequence, to the
-//! listeners of [`events`](ReconnectingStream::events).
+//! [`on_close`](crate::ReconnectingStream::on_close), [`on_error`](crate::ReconnectingStream::on_error),
+//! [`on_reconnecting`](crate::ReconnectingStream::on_reconnecting),
+//! [`on_gave_up`](crate::ReconnectingStream::on_gave_up)) and, in one ordered sequence, to the
+//! listeners of [`events`](crate::ReconnectingStream::events).
 //!
 //! Listeners are broadcast receivers: any number can subscribe, each gets every event sent after
 //! it subscribed, and sending never waits for them. A listener that falls more than
