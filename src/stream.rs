@@ -240,9 +240,9 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
         &self.core.config
     }
 
-    /// Whether a connection is open right now.
+    /// Whether a live connection is open right now.
     pub fn is_open(&self) -> bool {
-        matches!(self.core.state, State::Open(_))
+        matches!(self.core.state, State::Open(_)) && self.core.deferred_loss.is_none()
     }
 
     /// How many connections have been opened so far.

@@ -1,0 +1,1 @@
+//! Stream URLs and authentication (placeholder; being written).

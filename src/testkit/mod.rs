@@ -1,0 +1,1 @@
+//! An embedded local stream server for tests (placeholder; being written).
