@@ -136,7 +136,7 @@ impl<E: Clone> Listener<E> {
 }
 
 /// The sending side of all listener channels.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct EventHub {
     all: broadcast::Sender<Event>,
     open: broadcast::Sender<OpenEvent>,

@@ -235,6 +235,11 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
         self.core.events.subscribe_gave_up()
     }
 
+    /// The senders behind the listeners, for wrappers that move the stream into a task.
+    pub(crate) fn event_hub(&self) -> EventHub {
+        self.core.events.clone()
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &ReconnectConfig {
         &self.core.config

@@ -1,7 +1,9 @@
 //! Macrometa GDN streams and the Apache Pulsar WebSocket API: stream URLs and authentication,
-//! a confirming [`Producer`] and an acknowledging [`Consumer`], built on
+//! a confirming [`Producer`] and an acknowledging consumer, built on
 //! [`ReconnectingStream`](crate::ReconnectingStream).
 
-mod url;
+mod producer;
 
-pub use url::*;
+pub use producer::{
+    Producer, ProducerConfig, ProducerError, ProducerStats, Receipt, DEFAULT_MAX_PENDING,
+};

@@ -39,6 +39,10 @@ pub enum Outcome {
     },
     /// Opens, then the server stops reading and answering entirely (half-open), for `uptime`.
     Stall { uptime: Duration },
+    /// Opens as a producer endpoint: records and confirms every published message; after
+    /// `drop_after` messages it drops the connection, having stored the last one without
+    /// confirming it.
+    Broker { drop_after: Option<usize> },
 }
 
 /// The script and what happened.
@@ -115,6 +119,13 @@ impl Script {
                     Ok(client)
                 }
                 .boxed(),
+                Outcome::Broker { drop_after } => async move {
+                    let conn = script.next_conn();
+                    let (client, server) = pair().await;
+                    tokio::spawn(broker(script, conn, server, drop_after));
+                    Ok(client)
+                }
+                .boxed(),
                 Outcome::Stall { uptime } => async move {
                     let (client, server) = pair().await;
                     tokio::spawn(async move {
@@ -185,6 +196,47 @@ async fn serve(
     if close {
         let _ = ws.close(None).now_or_never();
     }
+}
+
+/// A producer endpoint: stores (records) and confirms each message, by its `context`.
+async fn broker(script: Arc<Script>, conn: usize, mut ws: Ws, drop_after: Option<usize>) {
+    let mut n = 0;
+    while let Some(Ok(m)) = ws.next().await {
+        let Message::Text(text) = &m else { continue };
+        let frame: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        record(&script, conn, m.clone());
+        n += 1;
+        if Some(n) == drop_after {
+            return; // stored, never confirmed
+        }
+        let ack = serde_json::json!({
+            "result": "ok",
+            "messageId": format!("{conn}:{n}"),
+            "context": frame["context"],
+        });
+        if ws
+            .send(Message::Text(ack.to_string().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The payloads of the published messages the servers recorded, decoded, in arrival order.
+pub fn published_payloads(script: &Script) -> Vec<String> {
+    script
+        .received_texts()
+        .iter()
+        .map(|t| {
+            let v: serde_json::Value = serde_json::from_str(t).unwrap();
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(v["payload"].as_str().unwrap())
+                .unwrap();
+            String::from_utf8(b).unwrap()
+        })
+        .collect()
 }
 
 fn record(script: &Script, conn: usize, m: Message) {

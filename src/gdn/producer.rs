@@ -1,0 +1,580 @@
+//! A producer that confirms every message and re-sends what was not confirmed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::codec::{AckResult, Incoming, MessageId, Outgoing, ProducerAck, Publish};
+use crate::config::{ReconnectConfig, UnsentPolicy};
+use crate::error::Error;
+use crate::event::{CloseEvent, Event, EventHub, Listener, OpenEvent, ReconnectingEvent};
+use crate::stream::{Connect, ReconnectingStream};
+
+/// Default number of messages that may be in flight (sent, not yet confirmed): 1000, the Pulsar
+/// WebSocket API's default `maxPendingMessages`.
+pub const DEFAULT_MAX_PENDING: usize = 1000;
+
+/// Why a message was not confirmed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProducerError {
+    /// The server refused the message (`"result": "send-error:N"`): 3 = not JSON, 7 = bad payload
+    /// or event time, 8 = the broker failed (timeout, queue full). Not retried.
+    #[error("server refused the message (send-error:{}): {message}", code.map_or_else(|| "?".to_string(), |c| c.to_string()))]
+    Rejected {
+        /// The `N` of `send-error:N`.
+        code: Option<u32>,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The connection stopped for good (a permanent error such as HTTP 401, or the retry cap)
+    /// before the message was confirmed.
+    #[error("producer stopped before confirmation: {0}")]
+    Stopped(Error),
+    /// The producer was closed before the message was confirmed.
+    #[error("producer closed before confirmation")]
+    Closed,
+}
+
+/// Settings of a [`Producer`] beyond those of its connection.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    reconnect: ReconnectConfig,
+    max_pending: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig::new(ReconnectConfig::default())
+    }
+}
+
+impl ProducerConfig {
+    /// These connection settings and the default window ([`DEFAULT_MAX_PENDING`]).
+    ///
+    /// The producer always uses [`UnsentPolicy::HandBack`]: it re-sends by itself.
+    pub fn new(mut reconnect: ReconnectConfig) -> Self {
+        reconnect.unsent_policy = UnsentPolicy::HandBack;
+        ProducerConfig {
+            reconnect,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+
+    /// How many messages may await confirmation at once; [`Producer::send`] waits for room
+    /// beyond that. Default: 1000. Values below 1 are raised to 1.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
+        self
+    }
+}
+
+/// Counters of a producer, read with [`Producer::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProducerStats {
+    /// Messages handed to [`Producer::send`].
+    pub sent: u64,
+    /// Messages the server confirmed.
+    pub confirmed: u64,
+    /// Messages the server refused.
+    pub rejected: u64,
+    /// Messages written again after a reconnect because they were not confirmed.
+    pub resent: u64,
+    /// Connections opened after the first.
+    pub reconnects: u64,
+    /// Confirmations that arrived for a message already confirmed (its first confirmation was
+    /// lost in a drop, so the server stored it twice).
+    pub duplicate_confirmations: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    confirmed: AtomicU64,
+    rejected: AtomicU64,
+    resent: AtomicU64,
+    reconnects: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    counters: Counters,
+    /// Why the producer stopped, once it has.
+    failure: Mutex<Option<ProducerError>>,
+}
+
+impl Shared {
+    fn stopped(&self) -> ProducerError {
+        self.failure
+            .lock()
+            .expect("producer state lock")
+            .clone()
+            .unwrap_or(ProducerError::Closed)
+    }
+}
+
+enum Command {
+    Send {
+        message: Publish,
+        reply: oneshot::Sender<Result<MessageId, ProducerError>>,
+        permit: OwnedSemaphorePermit,
+    },
+    Flush(oneshot::Sender<Result<(), ProducerError>>),
+    Close(oneshot::Sender<Result<(), Error>>),
+}
+
+/// Publishes messages and confirms each one.
+///
+/// Every message gets a unique `context` (any context the caller set is replaced), and
+/// [`send`](Self::send) resolves when the server's acknowledgement for that context arrives, so
+/// many messages can be in flight at once (up to [`ProducerConfig::max_pending`]) and are matched
+/// to their confirmations by context, not by arrival order.
+///
+/// # Delivery guarantee: at least once
+///
+/// When the connection drops, every message not yet confirmed is written again on the next
+/// connection, in its original order, before anything newer. A message whose confirmation was lost
+/// in the drop is therefore stored twice. Nothing accepted is lost: a message is either confirmed,
+/// refused by the server ([`ProducerError::Rejected`]), or, if the producer stops for good,
+/// reported as [`ProducerError::Stopped`].
+///
+/// The producer runs in a tokio task; cloning a `Producer` gives another handle to the same one.
+/// When every handle is dropped, it finishes the messages in flight, then closes the connection.
+#[derive(Clone)]
+pub struct Producer {
+    commands: mpsc::UnboundedSender<Command>,
+    window: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    events: EventHub,
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// Starts a producer over connections from `factory` (see [`Connect`]), with default
+    /// settings. Must be called within a tokio runtime.
+    pub fn new<F>(factory: F) -> Self
+    where
+        F: Connect + Send + 'static,
+        F::Transport: Send,
+        F::Future: Send,
+    {
+        Self::with_config(factory, ProducerConfig::default())
+    }
+
+    /// Starts a producer with these settings. Must be called within a tokio runtime.
+    pub fn with_config<F>(factory: F, config: ProducerConfig) -> Self
+    where
+        F: Connect + Send + 'static,
+        F::Transport: Send,
+        F::Future: Send,
+    {
+        let stream = ReconnectingStream::with_config(factory, config.reconnect);
+        let events = stream.event_hub();
+        let (commands, rx) = mpsc::unbounded_channel();
+        let window = Arc::new(Semaphore::new(config.max_pending));
+        let shared = Arc::new(Shared::default());
+        let task = Task {
+            stream,
+            rx,
+            intake_closed: false,
+            pending: BTreeMap::new(),
+            next_seq: 0,
+            next_to_send: 0,
+            connection: 0,
+            flushes: Vec::new(),
+            close: None,
+            window: window.clone(),
+            shared: shared.clone(),
+        };
+        tokio::spawn(task.run());
+        Producer {
+            commands,
+            window,
+            shared,
+            events,
+        }
+    }
+
+    /// Publishes a message and waits for the server's confirmation.
+    ///
+    /// Waits first for room in the window if [`max_pending`](ProducerConfig::max_pending)
+    /// messages are already in flight. Messages go out in the order `send` is first polled; to
+    /// pipeline, poll many `send` futures together (e.g. `futures::future::join_all`) or use
+    /// [`enqueue`](Self::enqueue).
+    ///
+    /// # Errors
+    ///
+    /// [`ProducerError::Rejected`] if the server refused it, [`ProducerError::Stopped`] if the
+    /// producer stopped for good first, [`ProducerError::Closed`] if it was closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future after the message was queued does not withdraw it: it is still sent
+    /// and confirmed, the confirmation is just not observed.
+    pub async fn send(&self, message: impl Into<Publish>) -> Result<MessageId, ProducerError> {
+        self.enqueue(message).await?.await
+    }
+
+    /// Queues a message (waiting for room in the window) and returns a [`Receipt`] that resolves
+    /// when it is confirmed. Messages go out in the order they were enqueued.
+    ///
+    /// # Errors
+    ///
+    /// [`ProducerError::Stopped`] or [`ProducerError::Closed`] if the producer no longer runs.
+    pub async fn enqueue(&self, message: impl Into<Publish>) -> Result<Receipt, ProducerError> {
+        let permit = self
+            .window
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.shared.stopped())?;
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Send {
+            message: message.into(),
+            reply,
+            permit,
+        };
+        self.commands
+            .send(command)
+            .map_err(|_| self.shared.stopped())?;
+        self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(Receipt {
+            rx,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Waits until every message sent before this call is confirmed (or refused).
+    ///
+    /// # Errors
+    ///
+    /// [`ProducerError::Stopped`] or [`ProducerError::Closed`] if the producer stopped first.
+    pub async fn flush(&self) -> Result<(), ProducerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Flush(tx))
+            .map_err(|_| self.shared.stopped())?;
+        rx.await.unwrap_or_else(|_| Err(self.shared.stopped()))
+    }
+
+    /// Waits for every message in flight to be confirmed, then closes the connection. Other
+    /// handles to this producer can send no more.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the producer, if it stopped before everything was confirmed.
+    pub async fn close(self) -> Result<(), ProducerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Close(tx))
+            .map_err(|_| self.shared.stopped())?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ProducerError::Stopped(e)),
+            Err(_) => Err(self.shared.stopped()),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ProducerStats {
+        let c = &self.shared.counters;
+        ProducerStats {
+            sent: c.sent.load(Ordering::Relaxed),
+            confirmed: c.confirmed.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            resent: c.resent.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            duplicate_confirmations: c.duplicates.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Listens to every connection event, in order.
+    pub fn events(&self) -> Listener<Event> {
+        self.events.subscribe_all()
+    }
+    /// Listens to connection opens.
+    pub fn on_open(&self) -> Listener<OpenEvent> {
+        self.events.subscribe_open()
+    }
+    /// Listens to connection closes.
+    pub fn on_close(&self) -> Listener<CloseEvent> {
+        self.events.subscribe_close()
+    }
+    /// Listens to errors.
+    pub fn on_error(&self) -> Listener<Error> {
+        self.events.subscribe_error()
+    }
+    /// Listens to scheduled reconnects.
+    pub fn on_reconnecting(&self) -> Listener<ReconnectingEvent> {
+        self.events.subscribe_reconnecting()
+    }
+}
+
+/// Resolves to the message id once the server confirmed the message.
+#[derive(Debug)]
+#[must_use = "a receipt does nothing unless awaited; dropping it does not withdraw the message"]
+pub struct Receipt {
+    rx: oneshot::Receiver<Result<MessageId, ProducerError>>,
+    shared: Arc<Shared>,
+}
+
+impl Future for Receipt {
+    type Output = Result<MessageId, ProducerError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(self.shared.stopped())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+struct InFlight {
+    message: Publish,
+    reply: oneshot::Sender<Result<MessageId, ProducerError>>,
+    /// Holds a window slot until the message is confirmed.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The producer's task: owns the connection, writes pending messages in order and matches
+/// confirmations to them.
+struct Task<F: Connect> {
+    stream: ReconnectingStream<F>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    intake_closed: bool,
+    /// Messages not yet confirmed, by sequence number (which is also their context).
+    pending: BTreeMap<u64, InFlight>,
+    next_seq: u64,
+    /// The lowest sequence number not yet written to the current connection.
+    next_to_send: u64,
+    /// The connection the writes so far went to (0: none yet).
+    connection: u64,
+    /// Flush waiters: resolved once every message up to the sequence number is settled.
+    flushes: Vec<(u64, oneshot::Sender<Result<(), ProducerError>>)>,
+    close: Option<oneshot::Sender<Result<(), Error>>>,
+    window: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+impl<F: Connect> Task<F> {
+    async fn run(mut self) {
+        futures::future::poll_fn(|cx| self.poll(cx)).await;
+        tracing::debug!("producer task ended");
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            self.take_commands(cx);
+
+            // A new connection: everything unconfirmed goes out again, oldest first.
+            if self.stream.is_open() && self.stream.connections() != self.connection {
+                if self.connection != 0 {
+                    let resent = self.pending.range(..self.next_to_send).count() as u64;
+                    let c = &self.shared.counters;
+                    c.resent.fetch_add(resent, Ordering::Relaxed);
+                    c.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                self.connection = self.stream.connections();
+                self.next_to_send = self.pending.keys().next().copied().unwrap_or(self.next_seq);
+                // The stream handed back what it had not flushed; it is all still pending here.
+                drop(self.stream.take_unsent());
+            }
+            if self.stream.is_open() {
+                self.write(cx);
+            }
+
+            match self.stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Incoming::Ack(ack)))) => {
+                    self.confirm(ack);
+                    continue;
+                }
+                Poll::Ready(Some(Ok(other))) => {
+                    tracing::debug!(frame = ?other, "producer ignores a frame that is not an ack");
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.fail(ProducerError::Stopped(e));
+                    return Poll::Ready(());
+                }
+                Poll::Ready(None) => {
+                    // Closed by us (below), so everything was settled.
+                    self.fail(ProducerError::Closed);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {}
+            }
+            self.settle_flushes();
+
+            if self.stream.is_open() && self.stream.connections() != self.connection {
+                continue; // the stream just connected: write before waiting
+            }
+            let done_accepting = self.intake_closed || self.close.is_some();
+            if done_accepting && self.pending.is_empty() {
+                let closed = futures::ready!(self.stream.poll_close_unpin(cx));
+                if let Some(tx) = self.close.take() {
+                    let _ = tx.send(closed.or_else(|e| match e {
+                        Error::Unsent(_) => Ok(()),
+                        e => Err(e),
+                    }));
+                }
+                self.fail(ProducerError::Closed);
+                return Poll::Ready(());
+            }
+            return Poll::Pending;
+        }
+    }
+
+    fn take_commands(&mut self, cx: &mut Context<'_>) {
+        while !self.intake_closed {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Command::Send {
+                    mut message,
+                    reply,
+                    permit,
+                })) => {
+                    if self.close.is_some() {
+                        let _ = reply.send(Err(ProducerError::Closed));
+                        continue;
+                    }
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    message.context = Some(seq.to_string());
+                    self.pending.insert(
+                        seq,
+                        InFlight {
+                            message,
+                            reply,
+                            _permit: permit,
+                        },
+                    );
+                }
+                Poll::Ready(Some(Command::Flush(tx))) => {
+                    self.flushes.push((self.next_seq, tx));
+                }
+                Poll::Ready(Some(Command::Close(tx))) => {
+                    // No more sends: fail the ones still waiting for a window slot.
+                    self.window.close();
+                    self.close = Some(tx);
+                }
+                Poll::Ready(None) => self.intake_closed = true,
+                Poll::Pending => break,
+            }
+        }
+    }
+
+    /// Writes pending messages not yet written to this connection, in order.
+    fn write(&mut self, cx: &mut Context<'_>) {
+        let mut wrote = false;
+        while let Some((&seq, in_flight)) = self.pending.range(self.next_to_send..).next() {
+            match self.stream.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                // Errors surface through the stream side.
+                Poll::Ready(Err(_)) | Poll::Pending => break,
+            }
+            let item = Outgoing::Publish(in_flight.message.clone());
+            if self.stream.start_send_unpin(item).is_err() {
+                break;
+            }
+            self.next_to_send = seq + 1;
+            wrote = true;
+        }
+        if wrote {
+            // Pending is fine: the stream keeps flushing as it is polled.
+            let _ = self.stream.poll_flush_unpin(cx);
+        }
+    }
+
+    fn confirm(&mut self, ack: ProducerAck) {
+        let Some(seq) = ack.context.as_deref().and_then(|c| c.parse::<u64>().ok()) else {
+            tracing::warn!(?ack, "acknowledgement without a context of ours; ignored");
+            return;
+        };
+        let c = &self.shared.counters;
+        let Some(in_flight) = self.pending.remove(&seq) else {
+            c.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let result = match ack.result {
+            AckResult::Ok(id) => {
+                c.confirmed.fetch_add(1, Ordering::Relaxed);
+                Ok(id)
+            }
+            AckResult::Failed { code, message } => {
+                c.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(ProducerError::Rejected { code, message })
+            }
+        };
+        let _ = in_flight.reply.send(result);
+    }
+
+    fn settle_flushes(&mut self) {
+        let oldest = self.pending.keys().next().copied().unwrap_or(u64::MAX);
+        let mut i = 0;
+        while i < self.flushes.len() {
+            if self.flushes[i].0 <= oldest {
+                let (_, tx) = self.flushes.swap_remove(i);
+                let _ = tx.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Stops for good: every waiter learns why.
+    fn fail(&mut self, error: ProducerError) {
+        *self.shared.failure.lock().expect("producer state lock") = Some(error.clone());
+        self.window.close();
+        for (_, in_flight) in std::mem::take(&mut self.pending) {
+            let _ = in_flight.reply.send(Err(error.clone()));
+        }
+        for (_, tx) in self.flushes.drain(..) {
+            let _ = tx.send(Err(error.clone()));
+        }
+        self.rx.close();
+        while let Ok(command) = self.rx.try_recv() {
+            match command {
+                Command::Send { reply, .. } => drop(reply.send(Err(error.clone()))),
+                Command::Flush(tx) => drop(tx.send(Err(error.clone()))),
+                Command::Close(tx) => drop(tx.send(Ok(()))),
+            }
+        }
+        if let Some(tx) = self.close.take() {
+            let _ = tx.send(match error {
+                ProducerError::Stopped(e) => Err(e),
+                _ => Ok(()),
+            });
+        }
+    }
+}
+
+impl<F: Connect> Drop for Task<F> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            self.fail(ProducerError::Closed);
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Producer>();
+    is_send::<Receipt>();
+}

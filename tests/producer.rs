@@ -1,0 +1,143 @@
+//! The confirming producer, in virtual time against scripted acknowledging servers.
+
+mod support;
+
+use std::time::Duration;
+
+use stream_websocket::gdn::{Producer, ProducerConfig, ProducerError};
+use stream_websocket::{Publish, ReconnectConfig};
+use support::{Outcome, Script};
+
+fn config() -> ProducerConfig {
+    ProducerConfig::new(
+        ReconnectConfig::builder()
+            .min_delay(Duration::from_millis(100))
+            .max_delay(Duration::from_secs(1))
+            .seed(3)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_message_is_confirmed_across_drops_and_resent_in_order() {
+    // Three connections die after 7, 5 and 9 messages (each time having stored the last one
+    // without confirming it), with failed attempts in between; the fourth stays up.
+    let script = Script::new([
+        Outcome::Broker {
+            drop_after: Some(7),
+        },
+        Outcome::Fail,
+        Outcome::Broker {
+            drop_after: Some(5),
+        },
+        Outcome::Broker {
+            drop_after: Some(9),
+        },
+        Outcome::Fail,
+        Outcome::Fail,
+        Outcome::Broker { drop_after: None },
+    ]);
+    let producer = Producer::with_config(script.factory(), config().max_pending(4));
+    let sends = (0..40).map(|i| producer.send(Publish::new(format!("m{i}"))));
+    let results = futures::future::join_all(sends).await;
+    for (i, r) in results.iter().enumerate() {
+        assert!(r.is_ok(), "message {i}: {r:?}");
+    }
+    let stats = producer.stats();
+    assert_eq!(stats.confirmed, 40);
+    assert_eq!(stats.reconnects, 3);
+    assert!(stats.resent >= 3, "{stats:?}");
+
+    // The servers saw every message at least once; apart from re-sends after a drop, in order.
+    let seen = support::published_payloads(&script);
+    let mut distinct = seen.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 40);
+    let mut last = -1i64;
+    for p in &seen {
+        let i: i64 = p[1..].parse().unwrap();
+        // A re-send may go back to the oldest unconfirmed message, never further than the window.
+        assert!(i > last - 4, "{seen:?}");
+        last = last.max(i);
+    }
+    producer.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_window_bounds_messages_in_flight() {
+    // The server never confirms (it stalls), so at most `max_pending` messages get out.
+    let script = Script::new([Outcome::Stall {
+        uptime: Duration::from_secs(3600),
+    }]);
+    let producer = Producer::with_config(script.factory(), config().max_pending(3));
+    let mut receipts = Vec::new();
+    for i in 0..3 {
+        receipts.push(
+            producer
+                .enqueue(Publish::new(format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let fourth =
+        tokio::time::timeout(Duration::from_secs(5), producer.enqueue(Publish::new("m3"))).await;
+    assert!(fourth.is_err(), "a fourth message must wait for room");
+    assert_eq!(producer.stats().sent, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_fails_every_unconfirmed_message() {
+    let script = Script::new([
+        Outcome::Broker {
+            drop_after: Some(2),
+        },
+        Outcome::Permanent,
+    ]);
+    let producer = Producer::with_config(script.factory(), config());
+    let sends = (0..5).map(|i| producer.send(Publish::new(format!("m{i}"))));
+    let results = futures::future::join_all(sends).await;
+    assert!(results[0].is_ok());
+    for r in &results[1..] {
+        match r {
+            Err(ProducerError::Stopped(e)) => assert_eq!(e.http_status(), Some(401)),
+            other => panic!("expected Stopped(401), got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        producer.send(Publish::new("late")).await,
+        Err(ProducerError::Stopped(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn flush_waits_for_confirmations_and_close_ends_cleanly() {
+    let script = Script::new([
+        Outcome::Broker {
+            drop_after: Some(3),
+        },
+        Outcome::Broker { drop_after: None },
+    ]);
+    let producer = Producer::with_config(script.factory(), config());
+    let mut receipts = Vec::new();
+    for i in 0..10 {
+        receipts.push(
+            producer
+                .enqueue(Publish::new(format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await.unwrap();
+    assert_eq!(producer.stats().confirmed, 10);
+    for r in receipts {
+        r.await.unwrap();
+    }
+    let other = producer.clone();
+    producer.close().await.unwrap();
+    assert!(matches!(
+        other.send(Publish::new("x")).await,
+        Err(ProducerError::Closed)
+    ));
+}
