@@ -1,9 +1,11 @@
 //! Macrometa GDN streams and the Apache Pulsar WebSocket API: stream URLs and authentication,
-//! a confirming [`Producer`] and an acknowledging consumer, built on
+//! a confirming [`Producer`] and an acknowledging [`Consumer`], built on
 //! [`ReconnectingStream`](crate::ReconnectingStream).
 
+mod consumer;
 mod producer;
 
+pub use consumer::{Consumer, ConsumerStats, DEFAULT_REMEMBERED_IDS};
 pub use producer::{
     Producer, ProducerConfig, ProducerError, ProducerStats, Receipt, DEFAULT_MAX_PENDING,
 };

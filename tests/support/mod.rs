@@ -43,6 +43,12 @@ pub enum Outcome {
     /// `drop_after` messages it drops the connection, having stored the last one without
     /// confirming it.
     Broker { drop_after: Option<usize> },
+    /// Opens as a consumer endpoint: delivers these message ids (payload = id), records what the
+    /// client sends for `uptime`, then closes.
+    Deliver {
+        ids: Vec<&'static str>,
+        uptime: Duration,
+    },
 }
 
 /// The script and what happened.
@@ -123,6 +129,21 @@ impl Script {
                     let conn = script.next_conn();
                     let (client, server) = pair().await;
                     tokio::spawn(broker(script, conn, server, drop_after));
+                    Ok(client)
+                }
+                .boxed(),
+                Outcome::Deliver { ids, uptime } => async move {
+                    let conn = script.next_conn();
+                    let (client, mut server) = pair().await;
+                    tokio::spawn(async move {
+                        for id in ids {
+                            let frame = consumer_frame(id, id.as_bytes());
+                            if server.send(Message::Text(frame.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        serve(script, conn, server, 0, uptime, true).await;
+                    });
                     Ok(client)
                 }
                 .boxed(),
