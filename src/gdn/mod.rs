@@ -4,8 +4,10 @@
 
 mod consumer;
 mod producer;
+mod url;
 
 pub use consumer::{Consumer, ConsumerStats, DEFAULT_REMEMBERED_IDS};
 pub use producer::{
     Producer, ProducerConfig, ProducerError, ProducerStats, Receipt, DEFAULT_MAX_PENDING,
 };
+pub use url::*;
