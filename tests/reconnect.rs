@@ -453,3 +453,29 @@ fn public_types_are_send_and_unpin() {
     send_sync::<Outgoing>();
     send_sync::<Incoming>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lagging_listener_is_told_and_never_blocks_the_stream() {
+    // 30 failed attempts produce 60 events; the listener holds only 4 and is never read meanwhile.
+    let script = Script::new(std::iter::repeat_n(Outcome::Fail, 30));
+    let config = base().max_retries(29).event_capacity(4).build().unwrap();
+    let mut stream = ReconnectingStream::with_config(script.factory(), config);
+    let mut slow = stream.events();
+    assert!(matches!(
+        stream.next().await,
+        Some(Err(Error::GaveUp { .. }))
+    ));
+    assert_eq!(
+        script.calls().len(),
+        30,
+        "the stream ran to the end regardless"
+    );
+    match slow.try_recv() {
+        Err(stream_websocket::ListenerError::Lagged(n)) => assert!(n > 50, "missed {n}"),
+        other => panic!("expected a lag report, got {other:?}"),
+    }
+    // Still subscribed: the newest events are there, ending with the give-up.
+    let rest = drain(&mut slow);
+    assert_eq!(rest.len(), 4);
+    assert!(matches!(rest.last(), Some(Event::GaveUp(_))));
+}
