@@ -37,14 +37,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("{}", common::fatal(&e));
-            ExitCode::from(common::EXIT_FATAL as u8)
-        }
-    }
+    common::exit_code(run(Cli::parse()).await)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, stream_websocket::Error> {

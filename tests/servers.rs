@@ -208,72 +208,52 @@ async fn refused_connections_give_up_after_max_retries() {
     .await;
 }
 
+/// Runs a client against `two_connection_server`: all six messages arrive in order over two
+/// connections, and the one close event (of connection 1, followed by a reconnect) is returned.
+async fn six_messages_over_two_connections(first_end: FirstEnd) -> stream_websocket::CloseEvent {
+    let (listener, url) = bind().await;
+    let server = tokio::spawn(two_connection_server(listener, first_end));
+    let mut stream = client(url, base().build().unwrap());
+    let mut opens = stream.on_open();
+    let mut closes = stream.on_close();
+
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(payload(stream.next().await));
+    }
+    let want: Vec<String> = (1..=2)
+        .flat_map(|c| (0..3).map(move |i| format!("c{c}-m{i}")))
+        .collect();
+    assert_eq!(got, want);
+
+    let opened: Vec<u64> = drain(&mut opens).iter().map(|o| o.connection).collect();
+    assert_eq!(opened, [1, 2]);
+    assert_eq!(stream.connections(), 2);
+    let mut closed = drain(&mut closes);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    let close = closed.remove(0);
+    assert_eq!(close.connection, 1);
+    assert!(close.reconnect);
+    server.abort();
+    close
+}
+
 #[tokio::test]
 async fn an_abruptly_dropped_connection_is_reconnected_without_losing_messages() {
-    bounded(async {
-        let (listener, url) = bind().await;
-        let server = tokio::spawn(two_connection_server(listener, FirstEnd::Drop));
-        let mut stream = client(url, base().build().unwrap());
-        let mut opens = stream.on_open();
-        let mut closes = stream.on_close();
-
-        let mut got = Vec::new();
-        for _ in 0..6 {
-            got.push(payload(stream.next().await));
-        }
-        let want: Vec<String> = (1..=2)
-            .flat_map(|c| (0..3).map(move |i| format!("c{c}-m{i}")))
-            .collect();
-        assert_eq!(got, want);
-
-        let opened: Vec<u64> = drain(&mut opens).iter().map(|o| o.connection).collect();
-        assert_eq!(opened, [1, 2]);
-        let closed = drain(&mut closes);
-        assert_eq!(closed.len(), 1, "{closed:?}");
-        assert_eq!(closed[0].connection, 1);
-        assert!(closed[0].reconnect);
-        assert_eq!(closed[0].code, None, "no Close frame was sent");
-        assert!(closed[0].error.is_some(), "an abrupt drop is an error");
-        assert_eq!(stream.connections(), 2);
-        server.abort();
-    })
-    .await;
+    let close = bounded(six_messages_over_two_connections(FirstEnd::Drop)).await;
+    assert_eq!(close.code, None, "no Close frame was sent");
+    assert!(close.error.is_some(), "an abrupt drop is an error");
 }
 
 #[tokio::test]
 async fn a_server_close_frame_is_reported_and_reconnected() {
-    bounded(async {
-        let (listener, url) = bind().await;
-        let server = tokio::spawn(two_connection_server(listener, FirstEnd::CloseAway));
-        let mut stream = client(url, base().build().unwrap());
-        let mut opens = stream.on_open();
-        let mut closes = stream.on_close();
-
-        let mut got = Vec::new();
-        for _ in 0..6 {
-            got.push(payload(stream.next().await));
-        }
-        let want: Vec<String> = (1..=2)
-            .flat_map(|c| (0..3).map(move |i| format!("c{c}-m{i}")))
-            .collect();
-        assert_eq!(got, want);
-
-        let opened: Vec<u64> = drain(&mut opens).iter().map(|o| o.connection).collect();
-        assert_eq!(opened, [1, 2]);
-        let closed = drain(&mut closes);
-        assert_eq!(closed.len(), 1, "{closed:?}");
-        let close = &closed[0];
-        assert_eq!(close.connection, 1);
-        assert_eq!(close.code, Some(1001));
-        assert_eq!(close.reason, "going away");
-        assert!(close.reconnect);
-        assert!(
-            close.error.is_none(),
-            "a Close frame is a clean close: {close:?}"
-        );
-        server.abort();
-    })
-    .await;
+    let close = bounded(six_messages_over_two_connections(FirstEnd::CloseAway)).await;
+    assert_eq!(close.code, Some(1001));
+    assert_eq!(close.reason, "going away");
+    assert!(
+        close.error.is_none(),
+        "a Close frame is a clean close: {close:?}"
+    );
 }
 
 #[tokio::test]

@@ -120,7 +120,16 @@ fn describe(event: &Event) -> String {
 }
 
 /// Exit status for a permanent failure or giving up.
-pub const EXIT_FATAL: i32 = 2;
+pub const EXIT_FATAL: u8 = 2;
+
+/// The exit status of a run; a fatal error is printed as one line on stderr and exits with
+/// [`EXIT_FATAL`].
+pub fn exit_code(result: Result<std::process::ExitCode, Error>) -> std::process::ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("{}", fatal(&e));
+        std::process::ExitCode::from(EXIT_FATAL)
+    })
+}
 
 /// One line naming the cause of a fatal error, with the HTTP status if there was one.
 pub fn fatal(error: &Error) -> String {
