@@ -1,8 +1,11 @@
 //! Opening a `tokio-tungstenite` connection, for use inside a connection factory.
 
+use std::fmt;
+
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+pub use tokio_tungstenite::Connector;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::Error;
@@ -47,6 +50,63 @@ pub async fn connect_with_config<R>(request: R, config: WebSocketConfig) -> Resu
 where
     R: IntoClientRequest + Unpin,
 {
+    connect_with(request, ConnectOptions::new().websocket_config(config)).await
+}
+
+/// How [`connect_with`] opens a connection: tungstenite limits and the TLS connector.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    websocket: WebSocketConfig,
+    connector: Option<Connector>,
+}
+
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("websocket", &self.websocket)
+            .field("custom_tls", &self.connector.is_some())
+            .finish()
+    }
+}
+
+impl ConnectOptions {
+    /// tungstenite's default limits and the default TLS setup (rustls with the webpki roots, or
+    /// native-tls, whichever feature is enabled).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// tungstenite limits: maximum message and frame size, buffer sizes.
+    /// Default: `WebSocketConfig::default()` (64 MiB messages, 16 MiB frames).
+    pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
+        self.websocket = config;
+        self
+    }
+
+    /// A TLS connector of your own: for example rustls with a private root store, or client
+    /// certificates. Default: the enabled TLS feature's standard setup.
+    pub fn connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// rustls with this client configuration (a custom root store, for instance).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn rustls(self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.connector(Connector::Rustls(config))
+    }
+}
+
+/// [`connect`] with [`ConnectOptions`].
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_with<R>(request: R, options: ConnectOptions) -> Result<WsStream, Error>
+where
+    R: IntoClientRequest + Unpin,
+{
     let request = request.into_client_request()?;
     let uri = request.uri().to_string();
     tracing::debug!(url = %redact_url(&uri), "opening WebSocket");
@@ -56,8 +116,13 @@ where
         // right: it only fails when a provider is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let (ws, response) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+    let (ws, response) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(options.websocket),
+        true,
+        options.connector,
+    )
+    .await?;
     tracing::debug!(
         status = response.status().as_u16(),
         "WebSocket handshake complete"

@@ -57,9 +57,10 @@ pub enum Error {
     /// message would be redelivered and fail again.
     #[error("message too large: {0}")]
     Capacity(#[source] Arc<tungstenite::Error>),
-    /// TLS failed (certificate, configuration). Ends the stream.
+    /// TLS failed: the server's certificate was refused (unknown issuer, wrong name, expired) or
+    /// the TLS configuration is unusable. Ends the stream: retrying cannot fix it.
     #[error("TLS error: {0}")]
-    Tls(#[source] Arc<tungstenite::Error>),
+    Tls(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The URL cannot be used (bad scheme, no host, TLS support not compiled in). Ends the
     /// stream. The text is redacted.
     #[error("invalid URL: {0}")]
@@ -175,6 +176,7 @@ impl From<tungstenite::Error> for Error {
     fn from(e: tungstenite::Error) -> Self {
         use tungstenite::Error as W;
         match e {
+            W::Io(io) if is_tls_failure(&io) => Error::Tls(Arc::new(io)),
             W::Io(io) => Error::Io(Arc::new(io)),
             W::Http(resp) => {
                 let status = resp.status().as_u16();
@@ -194,6 +196,16 @@ impl From<tungstenite::Error> for Error {
             e => Error::Protocol(Arc::new(e)),
         }
     }
+}
+
+/// rustls reports a refused certificate as an I/O error wrapping its own error.
+fn is_tls_failure(io: &io::Error) -> bool {
+    #[cfg(feature = "rustls")]
+    if let Some(inner) = io.get_ref() {
+        return inner.downcast_ref::<rustls::Error>().is_some();
+    }
+    let _ = io;
+    false
 }
 
 /// A frame from the server could not be decoded. The stream reports it and goes on.

@@ -66,7 +66,9 @@ pub use codec::{
     PulsarCodec, RawCodec,
 };
 pub use config::{ConfigError, ReconnectConfig, ReconnectConfigBuilder, UnsentPolicy};
-pub use connect::{connect, connect_with_config, WsStream};
+pub use connect::{
+    connect, connect_with, connect_with_config, ConnectOptions, Connector, WsStream,
+};
 pub use error::{DecodeError, Disposition, Error};
 pub use event::{
     CloseEvent, Event, GaveUpEvent, Listener, ListenerError, OpenEvent, ReconnectingEvent,

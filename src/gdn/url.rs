@@ -809,6 +809,7 @@ pub struct Endpoint {
     role: EndpointRole,
     topic: Topic,
     auth: Auth,
+    options: crate::ConnectOptions,
 }
 
 impl Endpoint {
@@ -906,6 +907,7 @@ impl Endpoint {
             role,
             topic: topic.clone(),
             auth: Auth::None,
+            options: crate::ConnectOptions::default(),
         })
     }
 
@@ -914,6 +916,13 @@ impl Endpoint {
     #[must_use]
     pub fn with_auth(mut self, auth: Auth) -> Endpoint {
         self.auth = auth;
+        self
+    }
+
+    /// Sets how connections are opened: tungstenite limits and the TLS connector (a custom root
+    /// store, for instance). Default: [`ConnectOptions::new`](crate::ConnectOptions::new).
+    pub fn with_connect_options(mut self, options: crate::ConnectOptions) -> Endpoint {
+        self.options = options;
         self
     }
 
@@ -998,7 +1007,7 @@ impl Endpoint {
         let endpoint = self.clone();
         async move {
             let request = endpoint.request().await?;
-            crate::connect::connect(request).await
+            crate::connect::connect_with(request, endpoint.options).await
         }
     }
 }
