@@ -291,9 +291,17 @@ impl PulsarCodec {
     /// [`DecodeError::Json`] for text that is not JSON, [`DecodeError::Shape`] for JSON of the
     /// wrong shape, [`DecodeError::Base64`] for a payload that is not standard padded base64.
     pub fn decode_text(text: &str) -> Result<Incoming, DecodeError> {
+        // serde would also read a struct from a JSON array (fields by position); frames are
+        // objects only.
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => DecodeError::Shape("frame is not a JSON object".into()),
+                Err(e) => DecodeError::Json(e.to_string()),
+            });
+        }
         let frame: WireFrame<'_> = match serde_json::from_str(text) {
             Ok(f) => f,
-            Err(e) => return Err(classify_json_error(text, e)),
+            Err(e) => return Err(classify_json_error(e)),
         };
         if let Some(result) = frame.result {
             let result = if result == "ok" {
@@ -397,19 +405,12 @@ impl PulsarCodec {
     }
 }
 
-/// Tells "not JSON at all" from "JSON of the wrong shape".
-fn classify_json_error(text: &str, e: serde_json::Error) -> DecodeError {
+/// Tells "not JSON at all" from "JSON of the wrong shape" (for text that starts like an object).
+fn classify_json_error(e: serde_json::Error) -> DecodeError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Data => DecodeError::Shape(e.to_string()),
-        Category::Syntax | Category::Eof | Category::Io => {
-            // A valid JSON value that is not an object (an array, a string) is a shape problem.
-            if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
-                DecodeError::Shape(format!("frame is not a JSON object: {e}"))
-            } else {
-                DecodeError::Json(e.to_string())
-            }
-        }
+        Category::Syntax | Category::Eof | Category::Io => DecodeError::Json(e.to_string()),
     }
 }
 
@@ -503,6 +504,11 @@ mod tests {
         ));
         assert!(matches!(
             PulsarCodec::decode_text("[1,2]"),
+            Err(DecodeError::Shape(_))
+        ));
+        // An array in the order of a message's fields is still not a message.
+        assert!(matches!(
+            PulsarCodec::decode_text(r#"["id","aGk="]"#),
             Err(DecodeError::Shape(_))
         ));
         assert!(matches!(
