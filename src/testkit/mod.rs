@@ -1,1 +1,508 @@
-//! An embedded local stream server for tests (placeholder; being written).
+//! An embedded stream server for tests and demos: [`LocalServer`].
+//!
+//! **This is a test server, not a production broker.** It keeps everything in memory, listens
+//! only on `127.0.0.1`, has no persistence, no limits on memory use and no real security (its
+//! one-time passwords are not cryptographically strong). It speaks the subset of the Macrometa
+//! GDN / Apache Pulsar WebSocket API that this crate's clients use, and it can misbehave on
+//! demand (dropped connections, refused handshakes, half-open stalls, a pause in listening) so
+//! that reconnect logic can be tested against real sockets.
+//!
+//! ```no_run
+//! use stream_websocket::testkit::{LocalServer, ServerConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = LocalServer::start_with(ServerConfig::default().api_key("test-key")).await?;
+//! let url = format!(
+//!     "{}/_ws/ws/v2/producer/persistent/tenant/c8local._system/c8locals.orders",
+//!     server.ws_url()
+//! );
+//! // ... connect a producer to `url` with `Authorization: apikey test-key` ...
+//! server.drop_all(); // every client must now reconnect
+//! assert_eq!(server.stored("persistent://tenant/c8local._system/c8locals.orders").len(), 0);
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it serves
+//!
+//! Paths are `/_ws/ws/v2/{producer|consumer|reader}/persistent/{tenant}/{namespace}/{topic}`
+//! (GDN) or the same without `/_ws` (plain Pulsar); a consumer adds `/{subscription}`. Segments
+//! are percent-decoded. An unknown path gives HTTP 404; a consumer without a subscription, an
+//! empty or undecodable segment, a `non-persistent` topic or a bad parameter gives 400, each with
+//! a text body. An upgrade is checked in this order: [injected refusals](LocalServer::refuse_next),
+//! authentication ([`ServerConfig::api_key`], 401), path (404/400), parameters (400), then
+//! registration (409). Topics are created on first use; each is an append-only log whose message ids
+//! are base64 of `<ledger>:<entry>`, unique across the server.
+//!
+//! * **Producer:** every text frame `{"payload", "properties"?, "key"?, "context"?,
+//!   "eventTime"?}` is stored and answered `{"result":"ok","messageId","context"}`. Text that is
+//!   not a JSON object, a field of the wrong type, or a binary frame → `send-error:3` (without
+//!   context); a missing, null or non-base64 payload, or an `eventTime` that is not ISO-8601
+//!   with an offset → `send-error:7` (with the context). The socket stays open. A
+//!   `producerName` already connected to the topic → 409.
+//! * **Consumer:** subscriptions are durable per (topic, name), created on first subscribe at
+//!   the end of the log (`subscriptionInitialPosition=Earliest`: at the start). Parameters:
+//!   `subscriptionType` (`Exclusive` default, `Shared`, `Failover`, `Key_Shared`),
+//!   `receiverQueueSize` (default and maximum 1000, 0 means 1: the most unacknowledged
+//!   messages in flight per connection), `ackTimeoutMillis` (0 = off, else at least 1000;
+//!   unacknowledged messages are redelivered after it, counted as below for a consumer that
+//!   went away), `negativeAckRedeliveryDelay` (ms,
+//!   default [`ServerConfig::negative_ack_delay`]). Other parameters are ignored.
+//!   - `{"messageId"}` (or any unknown `type`) acknowledges, on any connection of the
+//!     subscription; an id that is not outstanding is ignored.
+//!     `{"type":"negativeAcknowledge","messageId"}` redelivers the message after the delay
+//!     with `redeliveryCount` + 1 (for every subscription type). `{"type":"permit"}` is
+//!     ignored; `{"type":"isEndOfTopic"}` is answered `{"endOfTopic":false}`.
+//!   - Text that is not a JSON object **closes the socket with code 1003** (Pulsar's code 3 is
+//!     not legal on the wire); binary frames are ignored.
+//!   - When a consumer goes away, what it had unacknowledged is delivered again, in log order,
+//!     before newer messages: with the same `redeliveryCount` for Exclusive and Failover (whose
+//!     dispatcher does not count redeliveries), plus one for Shared and Key_Shared.
+//!   - Exclusive: a second consumer while one is connected → 409 `Failed to subscribe:
+//!     Exclusive consumer is already connected`. Failover: the first consumer connected is
+//!     active; the next in connect order takes over when it leaves. Shared: round-robin among
+//!     consumers with room. Key_Shared: a hash of the key (empty if none) over the connected
+//!     consumers. A consumer of another type while consumers are connected → 409.
+//! * **Reader:** streams from `messageId` (`latest` default, `earliest`, or after a given id
+//!   of this topic, else 400); every `{"messageId"}` frame it sends lets one more message out
+//!   (`receiverQueueSize` in flight, default 1000). No subscription state.
+//!
+//! Every message frame carries `messageId`, `payload` (base64), `properties`, `publishTime`
+//! (UTC, e.g. `2026-11-23T10:00:00.000Z`), `redeliveryCount`, and `key`/`eventTime` when set.
+//! An inbound message larger than [`ServerConfig::max_message_size`] closes the socket with
+//! 1009. Connections answer WebSocket pings (except while [stalled](LocalServer::stall)).
+
+mod broker;
+mod conn;
+mod proxy;
+mod wire;
+
+pub use proxy::{Cut, FaultProxy};
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::redact::Secret;
+use broker::State;
+
+/// Settings of a [`LocalServer`]. Build with [`ServerConfig::default`] and the setters.
+///
+/// `Debug` never prints the API key.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    api_key: Option<Secret>,
+    negative_ack_delay: Duration,
+    max_message_size: usize,
+    handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    /// No authentication, a 100 ms negative-ack delay, a 1 MiB inbound message limit and a
+    /// 10 s handshake timeout.
+    fn default() -> Self {
+        ServerConfig {
+            api_key: None,
+            negative_ack_delay: Duration::from_millis(100),
+            max_message_size: 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Requires `Authorization: apikey <key>` (or `bearer <key>`; the scheme is
+    /// case-insensitive) on the upgrade request, or `?otp=` with an unused one-time password
+    /// from [`LocalServer::issue_otp`]. Missing or wrong → HTTP 401 `Failed to authenticate`.
+    /// Default: no authentication (an `otp` parameter is then ignored and not consumed).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(Secret::new(key));
+        self
+    }
+
+    /// How long a negatively acknowledged message waits before it is delivered again, unless
+    /// the consumer sets `negativeAckRedeliveryDelay`. Default: 100 ms (Pulsar's is 60 s; this
+    /// is a test server).
+    pub fn negative_ack_delay(mut self, delay: Duration) -> Self {
+        self.negative_ack_delay = delay;
+        self
+    }
+
+    /// The largest inbound WebSocket message (and frame) in bytes; a larger one closes the
+    /// connection with code 1009, like the Pulsar proxy's `webSocketMaxTextFrameSize`.
+    /// Default: 1 MiB (1048576).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// How long a client may take to send its upgrade request once the server reads it.
+    /// Default: 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// Counters of a [`LocalServer`], from [`LocalServer::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// WebSocket upgrades completed (refused ones are not counted).
+    pub connections_accepted: u64,
+    /// WebSocket connections open now.
+    pub connections_open: u64,
+    /// Upgrade requests answered with an HTTP error (injected, 400, 401, 404, 409, …).
+    pub handshakes_refused: u64,
+    /// Messages stored (every producer frame that got an `ok`, or would have).
+    pub messages_stored: u64,
+    /// Message frames written to consumers and readers, redeliveries included.
+    pub messages_delivered: u64,
+    /// Acknowledgements (`{"messageId"}` frames) received from consumers.
+    pub acks_received: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    refused: AtomicU64,
+    stored: AtomicU64,
+    delivered: AtomicU64,
+    acks: AtomicU64,
+}
+
+/// What the server task and the connection tasks share.
+struct Shared {
+    config: ServerConfig,
+    state: Mutex<State>,
+    counters: Counters,
+    /// `drop_after_frames`; `u64::MAX` when off.
+    drop_after: AtomicU64,
+    /// Bumped by `drop_all`.
+    drop_epoch: watch::Sender<u64>,
+    stall: watch::Sender<bool>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// The state; a panic elsewhere while holding the lock does not make it unusable.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+enum Control {
+    Pause(Duration),
+}
+
+/// An in-memory stream broker on `127.0.0.1`, speaking the GDN / Pulsar WebSocket subset
+/// described in the [module documentation](self), with fault injection. **A test server, not a
+/// production broker.**
+///
+/// Runs on the Tokio runtime it was started on: one task accepts, one task serves each
+/// connection. [`shutdown`](Self::shutdown) stops them all; dropping the server without it
+/// aborts them.
+pub struct LocalServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    control: mpsc::UnboundedSender<Control>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for LocalServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalServer")
+            .field("addr", &self.addr)
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds a listening socket (with `SO_REUSEADDR` on Unix, so the port can be bound again after
+/// a pause while old connections linger in `TIME_WAIT`).
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+impl LocalServer {
+    /// Starts a server with the default [`ServerConfig`] (no authentication) on
+    /// `127.0.0.1` and a free port.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if the socket cannot be bound.
+    pub async fn start() -> io::Result<LocalServer> {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    /// Starts a server with this configuration on `127.0.0.1` and a free port.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if the socket cannot be bound.
+    pub async fn start_with(config: ServerConfig) -> io::Result<LocalServer> {
+        let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(State::default()),
+            counters: Counters::default(),
+            drop_after: AtomicU64::new(u64::MAX),
+            drop_epoch: watch::Sender::new(0),
+            stall: watch::Sender::new(false),
+            shutdown: watch::Sender::new(false),
+        });
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(accept_loop(listener, addr, shared.clone(), control_rx));
+        tracing::debug!(%addr, "local stream server listening");
+        Ok(LocalServer {
+            addr,
+            shared,
+            control,
+            task: Some(task),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, `ws://127.0.0.1:<port>`; append a path such as
+    /// `/_ws/ws/v2/producer/persistent/t/ns/topic`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Issues a one-time password, accepted as `?otp=` on exactly one upgrade request (which
+    /// consumes it whether or not the upgrade then succeeds). Only checked when an
+    /// [API key](ServerConfig::api_key) is configured. Unique, but not cryptographically
+    /// strong: this is a test server.
+    pub fn issue_otp(&self) -> String {
+        let mut st = self.shared.lock();
+        loop {
+            let otp = random_token(st.otps.len() as u64);
+            if st.otps.insert(otp.clone()) {
+                return otp;
+            }
+        }
+    }
+
+    /// Drops every open connection now, abruptly: no close frame, the socket is just closed.
+    /// Connections that are still in their handshake are dropped too. New connections are not
+    /// affected.
+    pub fn drop_all(&self) {
+        self.shared
+            .drop_epoch
+            .send_modify(|e| *e = e.wrapping_add(1));
+    }
+
+    /// Drops each connection, current and future, abruptly once it has handled `n` frames,
+    /// `None` turns this off. Default: off.
+    ///
+    /// Counted are the data frames a client sends (text or binary, valid or not) and the message
+    /// frames the server sends to consumers and readers; replies (a producer's acks, the
+    /// `isEndOfTopic` answer) are part of handling the frame they answer, and control frames
+    /// do not count. On a producer the drop comes right **after storing** the `n`-th message and
+    /// **before** sending its ack, the "stored but not confirmed" case; on a consumer it comes
+    /// after writing the `n`-th frame or applying the `n`-th ack. A connection already past `n`
+    /// drops at its next frame; `Some(0)` drops every new connection right after its upgrade.
+    pub fn drop_after_frames(&self, n: Option<u64>) {
+        self.shared
+            .drop_after
+            .store(n.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Answers the next `k` upgrade requests with HTTP `status` (e.g. 503, 409, 401) and a
+    /// text body instead of accepting them. Replaces any earlier count; `k = 0` stops
+    /// refusing. A status outside 300..=599 is replaced by 503. Refusals are checked before
+    /// authentication and do not consume one-time passwords.
+    pub fn refuse_next(&self, k: usize, status: u16) {
+        let mut st = self.shared.lock();
+        st.refuse_left = k;
+        st.refuse_status = if (300..=599).contains(&status) {
+            status
+        } else {
+            503
+        };
+    }
+
+    /// Stalls (`true`) or resumes (`false`) every connection, current and new: a stalled
+    /// connection reads nothing (so it answers no pings and sends no pongs, and a new one does
+    /// not even read its upgrade request) and writes nothing, like a half-open TCP connection.
+    /// Messages produced meanwhile are stored and delivered after the stall. `drop_all` and
+    /// `shutdown` still work on stalled connections.
+    pub fn stall(&self, on: bool) {
+        self.shared.stall.send_if_modified(|s| {
+            let changed = *s != on;
+            *s = on;
+            changed
+        });
+    }
+
+    /// Stops listening (the listening socket is closed, so connects are refused) for `d`, then
+    /// listens again on the same port. Returns at once; the background task closes the socket
+    /// within moments (a connect racing with this call may be accepted and then reset rather
+    /// than refused). Open connections are not touched (combine with
+    /// [`drop_all`](Self::drop_all)). A second call while paused extends the pause if it ends
+    /// later.
+    pub fn pause_listening(&self, d: Duration) {
+        let _ = self.control.send(Control::Pause(d));
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.shared.counters;
+        ServerStats {
+            connections_accepted: c.accepted.load(Ordering::Relaxed),
+            connections_open: c.open.load(Ordering::Relaxed),
+            handshakes_refused: c.refused.load(Ordering::Relaxed),
+            messages_stored: c.stored.load(Ordering::Relaxed),
+            messages_delivered: c.delivered.load(Ordering::Relaxed),
+            acks_received: c.acks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The payloads stored on a topic, by its full name (`persistent://tenant/namespace/topic`,
+    /// percent-decoded), in order; empty for an unknown topic.
+    pub fn stored(&self, topic: &str) -> Vec<Bytes> {
+        self.shared
+            .lock()
+            .topics
+            .get(topic)
+            .map(|t| t.messages.iter().map(|m| m.payload.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops accepting, closes every connection (with a close frame 1001 where the client is
+    /// reading, abruptly after a short grace otherwise) and waits until every task of the server
+    /// has ended.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.send_replace(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.shared.shutdown.send_replace(true);
+            // Aborting the accept task drops its JoinSet, which aborts the connection tasks.
+            task.abort();
+        }
+    }
+}
+
+/// A hex token from the standard library's randomly keyed hasher.
+fn random_token(salt: u64) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut out = String::with_capacity(32);
+    for part in 0..2u8 {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u128(nanos);
+        h.write_u8(part);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+async fn accept(listener: &Option<TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long the connection tasks get to close politely on shutdown before they are aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut listener = Some(listener);
+    let mut resume_at: Option<Instant> = None;
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => break,
+            cmd = control.recv() => match cmd {
+                Some(Control::Pause(d)) => {
+                    listener = None;
+                    let now = Instant::now();
+                    let until = now
+                        .checked_add(d)
+                        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+                    resume_at = Some(resume_at.map_or(until, |r| r.max(until)));
+                    tracing::debug!(?d, "local server stopped listening");
+                }
+                None => break,
+            },
+            _ = sleep_until(resume_at) => match bind(addr) {
+                Ok(l) => {
+                    listener = Some(l);
+                    resume_at = None;
+                    tracing::debug!(%addr, "local server listening again");
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "local server cannot listen again yet; retrying");
+                    resume_at = Some(Instant::now() + Duration::from_millis(50));
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            r = accept(&listener) => match r {
+                Ok((tcp, _peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(conn::serve(tcp, shared.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "local server accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    shared.shutdown.send_replace(true);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.shutdown().await;
+}
