@@ -47,6 +47,10 @@ async fn every_message_is_confirmed_across_drops_and_resent_in_order() {
     let stats = producer.stats();
     assert_eq!(stats.confirmed, 40);
     assert_eq!(stats.reconnects, 3);
+    assert_eq!(
+        stats.peak_in_flight, 4,
+        "the window was full but never exceeded"
+    );
     assert!(stats.resent >= 3, "{stats:?}");
 
     // The servers saw every message at least once; apart from re-sends after a drop, in order.

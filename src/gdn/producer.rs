@@ -93,6 +93,8 @@ pub struct ProducerStats {
     /// Confirmations that arrived for a message already confirmed (its first confirmation was
     /// lost in a drop, so the server stored it twice).
     pub duplicate_confirmations: u64,
+    /// The most messages that were awaiting confirmation at once (never above the window).
+    pub peak_in_flight: u64,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +105,7 @@ struct Counters {
     resent: AtomicU64,
     reconnects: AtomicU64,
     duplicates: AtomicU64,
+    peak_in_flight: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -301,6 +304,7 @@ impl Producer {
             resent: c.resent.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             duplicate_confirmations: c.duplicates.load(Ordering::Relaxed),
+            peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed),
         }
     }
 
@@ -464,6 +468,11 @@ impl<F: Connect> Task<F> {
                             _permit: permit,
                         },
                     );
+                    let in_flight = self.pending.len() as u64;
+                    self.shared
+                        .counters
+                        .peak_in_flight
+                        .fetch_max(in_flight, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Command::Flush(tx))) => {
                     self.flushes.push((self.next_seq, tx));
