@@ -248,3 +248,30 @@ async fn a_shared_subscription_splits_messages_between_consumers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_negatively_acknowledged_message_is_redelivered() {
+    bounded(20, async {
+        let server = start().await;
+        let mut c = consumer(&server, "retry", SubscriptionType::Shared);
+        let mut opened = c.on_open();
+        let producer = producer(&server);
+        let reader = tokio::spawn(async move {
+            let first = c.next().await.unwrap().unwrap();
+            assert_eq!(first.redelivery_count, 0);
+            c.nack(&first).await.unwrap();
+            let again = c.next().await.unwrap().unwrap();
+            c.ack(&again).await.unwrap();
+            c.flush().await.unwrap();
+            (first, again, c.stats())
+        });
+        opened.recv().await.unwrap();
+        producer.send(Publish::new("m-0")).await.unwrap();
+        let (first, again, stats) = reader.await.unwrap();
+        assert_eq!(again.message_id, first.message_id);
+        assert_eq!(again.redelivery_count, 1);
+        assert_eq!((stats.nacked, stats.redelivered, stats.acked), (1, 1, 1));
+        server.shutdown().await;
+    })
+    .await;
+}

@@ -145,3 +145,21 @@ async fn flush_waits_for_confirmations_and_close_ends_cleanly() {
         Err(ProducerError::Closed)
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_message_resolves_to_a_typed_error_and_the_rest_go_on() {
+    let script = Script::new([Outcome::Broker { drop_after: None }]);
+    let producer = Producer::with_config(script.factory(), config());
+    let sends = ["a", "reject-me", "b"].map(|p| producer.send(Publish::new(p)));
+    let [a, rejected, b] = futures::future::join_all(sends).await.try_into().unwrap();
+    assert!(a.is_ok() && b.is_ok());
+    match rejected {
+        Err(ProducerError::Rejected { code, message }) => {
+            assert_eq!(code, Some(8));
+            assert_eq!(message, "broker is overloaded");
+        }
+        other => panic!("expected send-error:8, got {other:?}"),
+    }
+    let stats = producer.stats();
+    assert_eq!((stats.confirmed, stats.rejected), (2, 1));
+}

@@ -230,11 +230,23 @@ async fn broker(script: Arc<Script>, conn: usize, mut ws: Ws, drop_after: Option
         if Some(n) == drop_after {
             return; // stored, never confirmed
         }
-        let ack = serde_json::json!({
-            "result": "ok",
-            "messageId": format!("{conn}:{n}"),
-            "context": frame["context"],
-        });
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(frame["payload"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        // Payloads starting with "reject" are refused as a broker failure would be.
+        let ack = if payload.starts_with(b"reject") {
+            serde_json::json!({
+                "result": "send-error:8",
+                "errorMsg": "broker is overloaded",
+                "context": frame["context"],
+            })
+        } else {
+            serde_json::json!({
+                "result": "ok",
+                "messageId": format!("{conn}:{n}"),
+                "context": frame["context"],
+            })
+        };
         if ws
             .send(Message::Text(ack.to_string().into()))
             .await
