@@ -116,6 +116,7 @@ where
         // right: it only fails when a provider is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
     let (ws, response) = tokio_tungstenite::connect_async_tls_with_config(
         request,
         Some(options.websocket),
@@ -123,6 +124,11 @@ where
         options.connector,
     )
     .await?;
+    // Without a TLS feature the only connector is `Plain`, which is what this does.
+    #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+    let (ws, response) =
+        tokio_tungstenite::connect_async_with_config(request, Some(options.websocket), true)
+            .await?;
     tracing::debug!(
         status = response.status().as_u16(),
         "WebSocket handshake complete"

@@ -203,6 +203,7 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
                 failure: None,
                 terminated: false,
                 deferred_loss: None,
+                direct_reads: 0,
                 config,
             },
             wakers,
@@ -470,6 +471,18 @@ struct Core<F: Connect, C: Codec> {
     /// The connection died while decoded messages of it were still waiting: the stream side
     /// yields them first, so that the close event follows the connection's last message.
     deferred_loss: Option<Lost>,
+    /// Messages the stream side read one at a time since keepalive and the queue were last
+    /// serviced.
+    direct_reads: usize,
+}
+
+/// What servicing an open connection reads first.
+#[derive(Clone, Copy)]
+enum Read {
+    /// Read until this many decoded messages wait (or the transport has nothing more).
+    UpTo(usize),
+    /// Nothing: the caller just found the transport empty, and it will wake us.
+    Waiting,
 }
 
 /// How servicing an open connection went.
@@ -506,7 +519,38 @@ impl<F: Connect, C: Codec> Core<F, C> {
             if !ready!(self.poll_open(cx)) {
                 continue;
             }
-            if let Err(lost) = self.service(cx) {
+            // This side needs one message: read just that. Handing each message over before the
+            // transport reads on lets a transport that lends its read buffer to the messages
+            // (tungstenite does) keep reusing one large buffer; holding a batch of them forces
+            // it into small reads and copies. Keepalive and the queue are serviced whenever the
+            // transport has nothing more, and at least every `read_ahead` messages, as often as
+            // when a batch of `read_ahead` was read ahead.
+            let mut read = Read::UpTo(1);
+            if self.direct_reads < self.config.read_ahead {
+                if let State::Open(conn) = &mut self.state {
+                    match read_available(
+                        conn,
+                        &mut self.inbound,
+                        1,
+                        &mut self.codec,
+                        &self.events,
+                        cx,
+                    ) {
+                        Ok(()) if !self.inbound.is_empty() => {
+                            self.direct_reads += 1;
+                            continue;
+                        }
+                        // Nothing there: the transport will wake us.
+                        Ok(()) => read = Read::Waiting,
+                        Err(lost) => {
+                            // Nothing was read in this call, so nothing waits in `inbound`.
+                            self.connection_lost(lost, cx);
+                            continue;
+                        }
+                    }
+                }
+            }
+            if let Err(lost) = self.service(cx, read) {
                 if self.inbound.is_empty() {
                     self.connection_lost(lost, cx);
                 } else {
@@ -550,7 +594,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
             if !ready!(self.poll_open(cx)) {
                 continue;
             }
-            if let Err(lost) = self.service(cx) {
+            if let Err(lost) = self.service(cx, Read::UpTo(self.config.read_ahead)) {
                 self.connection_lost(lost, cx);
                 continue;
             }
@@ -579,7 +623,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
             if !ready!(self.poll_open(cx)) {
                 continue;
             }
-            if let Err(lost) = self.service(cx) {
+            if let Err(lost) = self.service(cx, Read::UpTo(self.config.read_ahead)) {
                 self.connection_lost(lost, cx);
                 continue;
             }
@@ -893,24 +937,28 @@ impl<F: Connect, C: Codec> Core<F, C> {
 
     // ----- an open connection ----------------------------------------------------------------
 
-    /// Reads what is there (up to the read-ahead), checks keepalive, and writes the queue.
-    fn service(&mut self, cx: &mut Context<'_>) -> Result<(), Lost> {
+    /// Reads what is there (as `read` says), checks keepalive, and writes the queue.
+    fn service(&mut self, cx: &mut Context<'_>, read: Read) -> Result<(), Lost> {
+        self.direct_reads = 0;
         let State::Open(conn) = &mut self.state else {
             return Ok(());
         };
-        let read_ahead = self.config.read_ahead;
-        if self.inbound.len() < read_ahead {
-            read_available(
+        match read {
+            Read::UpTo(limit) if self.inbound.len() < limit => read_available(
                 conn,
                 &mut self.inbound,
-                read_ahead,
+                limit,
                 &mut self.codec,
                 &self.events,
                 cx,
-            )?;
-        } else if let Some(ka) = &mut conn.keepalive {
-            // Unread messages are waiting: the connection is evidently alive.
-            ka.alive();
+            )?,
+            Read::UpTo(_) => {
+                if let Some(ka) = &mut conn.keepalive {
+                    // Unread messages are waiting: the connection is evidently alive.
+                    ka.alive();
+                }
+            }
+            Read::Waiting => {}
         }
         if let Some(ka) = &mut conn.keepalive {
             ka.poll(cx).map_err(Lost::Error)?;
@@ -989,6 +1037,11 @@ fn read_available<T: Transport, C: Codec>(
                     Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_string()),
                     None => (None, String::new()),
                 });
+                // The peer is done: send tungstenite's queued Close reply if it goes out now,
+                // and end the connection here rather than waiting for the peer to close TCP
+                // (it may never do so) or writing anything after its Close.
+                let _ = Pin::new(&mut conn.transport).poll_flush(cx);
+                return Err(Lost::Clean);
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }

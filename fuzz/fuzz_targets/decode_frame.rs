@@ -1,17 +1,14 @@
-//! Arbitrary server frames: decoding must never panic, and whatever decodes as a consumer message
-//! must carry a non-empty id.
+//! Arbitrary server frames: decoding must never panic, only JSON objects decode, whatever decodes
+//! as a consumer message must carry a non-empty id, and binary frames are always refused. The checks live in
+//! `../checks/decode_frame.rs`, which `tests/fuzz_seeds.rs` replays over `seeds/decode_frame/` in
+//! `cargo test`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stream_websocket::tungstenite::Message;
-use stream_websocket::{Codec, Incoming, PulsarCodec};
+
+#[path = "../checks/decode_frame.rs"]
+mod decode_frame;
 
 fuzz_target!(|data: &[u8]| {
-    let mut codec = PulsarCodec;
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(Incoming::Message(m)) = codec.decode(Message::Text(text.into())) {
-            assert!(!m.message_id.as_str().is_empty());
-        }
-    }
-    let _ = codec.decode(Message::Binary(data.to_vec().into()));
+    decode_frame::check(data);
 });
