@@ -11,6 +11,8 @@
 
 mod support;
 
+use support::{bounded, drain, ms, ServerWs};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,29 +28,12 @@ use stream_websocket::tungstenite::protocol::frame::coding::CloseCode;
 use stream_websocket::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use stream_websocket::tungstenite::{self, Message};
 use stream_websocket::{
-    CloseEvent, Connect, DecodeError, Error, Incoming, Listener, Outgoing, Publish,
-    ReconnectConfig, ReconnectConfigBuilder, ReconnectingStream,
+    CloseEvent, Connect, DecodeError, Error, Incoming, Outgoing, Publish, ReconnectConfig,
+    ReconnectConfigBuilder, ReconnectingStream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
-
-type ServerWs = WebSocketStream<TcpStream>;
-
-/// Bound on every test body.
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Runs a test body, failing (instead of hanging) if it takes longer than [`TEST_TIMEOUT`].
-async fn bounded<T>(body: impl Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within 20 s")
-}
 
 /// Short real-time settings. The connect timeout is generous (a loaded machine must never hit
 /// it by accident); the tests about it set their own.
@@ -121,15 +106,6 @@ async fn assert_accepted(accepted: &AtomicUsize, n: usize) {
         n,
         "TCP connections accepted"
     );
-}
-
-/// Every event a listener holds right now.
-fn drain<E: Clone>(listener: &mut Listener<E>) -> Vec<E> {
-    let mut out = Vec::new();
-    while let Ok(e) = listener.try_recv() {
-        out.push(e);
-    }
-    out
 }
 
 /// A consumer message frame with id `id` and payload `payload`.

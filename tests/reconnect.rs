@@ -9,14 +9,10 @@ use stream_websocket::{
     Disposition, Error, Event, Incoming, Outgoing, Publish, ReconnectConfig, ReconnectingStream,
     UnsentPolicy,
 };
-use support::{Outcome, Script};
+use support::{drain, ms, Outcome, Script};
 use tokio::time::Instant;
 
 const SEC: Duration = Duration::from_secs(1);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn base() -> stream_websocket::ReconnectConfigBuilder {
     ReconnectConfig::builder()
@@ -35,15 +31,6 @@ fn open(frames: usize, uptime: Duration) -> Outcome {
 
 fn publish(i: usize) -> Outgoing {
     Outgoing::Publish(Publish::new(format!("item-{i}")).context(i.to_string()))
-}
-
-/// Drains every event a listener holds right now.
-fn drain(events: &mut stream_websocket::Listener<Event>) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        out.push(e);
-    }
-    out
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,10 +6,10 @@
 
 mod support;
 
-use std::future::Future;
+use support::{bounded, drain, ms, ServerWs};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use stream_websocket::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -18,27 +18,10 @@ use stream_websocket::tungstenite::protocol::frame::coding::CloseCode;
 use stream_websocket::tungstenite::protocol::CloseFrame;
 use stream_websocket::tungstenite::Message;
 use stream_websocket::{
-    Connect, Error, Incoming, Listener, Outgoing, Publish, PulsarCodec, ReconnectConfig,
+    Connect, Error, Incoming, Outgoing, Publish, PulsarCodec, ReconnectConfig,
     ReconnectConfigBuilder, ReconnectingStream,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::WebSocketStream;
-
-type ServerWs = WebSocketStream<TcpStream>;
-
-/// Bound on every test body.
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Runs a test body, failing (instead of hanging) if it takes longer than [`TEST_TIMEOUT`].
-async fn bounded<T>(body: impl Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("the test did not finish within 20 s")
-}
+use tokio::net::TcpListener;
 
 /// Short real-time settings. The connect timeout and pong timeout are not what most tests are
 /// about, so they are generous enough never to fire on a loaded machine; the tests that exercise
@@ -64,15 +47,6 @@ async fn bind() -> (TcpListener, String) {
 /// The stream under test: a real `connect` to `url` on every attempt.
 fn client(url: String, config: ReconnectConfig) -> ReconnectingStream<impl Connect> {
     ReconnectingStream::with_config(move || stream_websocket::connect(url.clone()), config)
-}
-
-/// Every event a listener holds right now.
-fn drain<E: Clone>(listener: &mut Listener<E>) -> Vec<E> {
-    let mut out = Vec::new();
-    while let Ok(e) = listener.try_recv() {
-        out.push(e);
-    }
-    out
 }
 
 /// Sends the consumer messages `c<conn>-m<i>` for `i` in `0..count`.

@@ -282,6 +282,32 @@ fn record(script: &Script, conn: usize, m: Message) {
     }
 }
 
+/// A WebSocket server connection over TCP, as the real-socket tests' servers use it.
+pub type ServerWs = WebSocketStream<tokio::net::TcpStream>;
+
+/// Bound on every real-socket test body.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Runs a test body, failing (instead of hanging) if it takes longer than [`TEST_TIMEOUT`].
+pub async fn bounded<T>(body: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("the test did not finish within 20 s")
+}
+
+/// Every event a listener holds right now.
+pub fn drain<E: Clone>(listener: &mut stream_websocket::Listener<E>) -> Vec<E> {
+    let mut out = Vec::new();
+    while let Ok(e) = listener.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
 /// Installs a test-friendly tracing subscriber once (output shown only for failing tests).
 pub fn trace_init() {
     let _ = tracing_subscriber::fmt()
