@@ -5,12 +5,14 @@
 //! [`RawCodec`] passes text and binary messages through untouched.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
+use serde::de::{Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -252,9 +254,9 @@ struct WireCommand<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireFrame<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     message_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     payload: Option<Cow<'a, str>>,
     #[serde(default)]
     properties: Option<HashMap<String, String>>,
@@ -266,7 +268,7 @@ struct WireFrame<'a> {
     key: Option<String>,
     #[serde(default)]
     redelivery_count: Option<u32>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     result: Option<Cow<'a, str>>,
     #[serde(default)]
     error_msg: Option<String>,
@@ -276,9 +278,84 @@ struct WireFrame<'a> {
     end_of_topic: Option<bool>,
 }
 
+/// An optional string field that borrows from the frame unless it has escapes. (serde's
+/// `#[serde(borrow)]` does not reach through `Option`: a plain `Option<Cow<str>>` field is
+/// always copied.) Accepts and rejects exactly what `Option<String>` does.
+fn borrowed_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct OptionalStr;
+    struct Str;
+
+    impl<'de> Visitor<'de> for OptionalStr {
+        type Value = Option<Cow<'de, str>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(Str).map(Some)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Str {
+        type Value = Cow<'de, str>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+    }
+
+    d.deserialize_option(OptionalStr)
+}
+
+/// Frames expected to be up to this size are serialized in a per-thread buffer and then copied
+/// into an allocation of exactly their size; larger ones are serialized in place.
+const SCRATCH_LIMIT: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Serializes a frame. `capacity`: the expected size. A small frame costs one allocation: a
+/// `Bytes` made from a `Vec` with spare capacity needs a second one (its shared header), one
+/// made from an exactly sized `Vec` does not.
 fn to_json(value: &impl Serialize, capacity: usize) -> Message {
-    let mut buf = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut buf, value).expect("serializing to a Vec cannot fail");
+    let exact = if capacity <= SCRATCH_LIMIT {
+        SCRATCH
+            .try_with(|scratch| {
+                let mut buf = scratch.try_borrow_mut().ok()?;
+                buf.clear();
+                serde_json::to_writer(&mut *buf, value).expect("serializing to a Vec cannot fail");
+                let exact = buf.to_vec();
+                if buf.capacity() > SCRATCH_LIMIT {
+                    *buf = Vec::new();
+                }
+                Some(exact)
+            })
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let buf = exact.unwrap_or_else(|| {
+        let mut buf = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut buf, value).expect("serializing to a Vec cannot fail");
+        buf
+    });
     let text = String::from_utf8(buf).expect("serde_json writes UTF-8");
     Message::Text(text.into())
 }
