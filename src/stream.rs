@@ -23,12 +23,12 @@ use std::fmt;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll, Wake, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll, RawWakerVTable, Wake, Waker};
 use std::time::Duration;
 
 use futures::stream::FusedStream;
-use futures::task::AtomicWaker;
 use futures::{Sink, Stream, TryFutureExt};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -95,8 +95,8 @@ where
 /// polling the `Sink` side. Inner futures and the transport get a waker that wakes both.
 #[derive(Debug, Default)]
 struct WakerPair {
-    read: AtomicWaker,
-    write: AtomicWaker,
+    read: WakerSlot,
+    write: WakerSlot,
 }
 
 impl Wake for WakerPair {
@@ -106,6 +106,80 @@ impl Wake for WakerPair {
     fn wake_by_ref(self: &Arc<Self>) {
         self.read.wake();
         self.write.wake();
+    }
+}
+
+/// The waker of one side: taken when woken, like `AtomicWaker`, but the side can tell without
+/// a read-modify-write whether the waker it registered is still there, so an unchanged waker is
+/// not registered again on every poll (once per message on a busy stream).
+#[derive(Debug)]
+struct WakerSlot {
+    waker: Mutex<Option<Waker>>,
+    /// Whether the slot is empty (nothing registered yet, or taken by a wake). Written only
+    /// with the lock held, so it always matches the slot once the lock is released.
+    empty: AtomicBool,
+}
+
+impl Default for WakerSlot {
+    fn default() -> Self {
+        WakerSlot {
+            waker: Mutex::new(None),
+            empty: AtomicBool::new(true),
+        }
+    }
+}
+
+impl WakerSlot {
+    /// Makes `waker` the one to wake. `registered` identifies what this side registered last.
+    ///
+    /// Skipping is sound: if `empty` still reads false, our waker is in the slot, or a wake is
+    /// taking it right now; that wake sets `empty` before it wakes our task, so the poll it causes
+    /// sees `empty` and registers again.
+    #[inline(always)]
+    fn register(&self, waker: &Waker, registered: &mut WakerId) {
+        if *registered == WakerId::of(waker) && !self.empty.load(Ordering::Acquire) {
+            return;
+        }
+        self.register_slow(waker, registered);
+    }
+
+    #[inline(never)]
+    fn register_slow(&self, waker: &Waker, registered: &mut WakerId) {
+        let id = WakerId::of(waker);
+        let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(old) if old.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+        self.empty.store(false, Ordering::Release);
+        drop(slot);
+        *registered = id;
+    }
+
+    fn wake(&self) {
+        let waker = {
+            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+            self.empty.store(true, Ordering::Release);
+            slot.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// Which waker a side registered last: its data and vtable addresses, as `Waker::will_wake`
+/// compares them (as integers, so the stream stays `Send`). While the slot holds that waker its
+/// task cannot be freed, so the addresses cannot be reused by another one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct WakerId(usize, usize);
+
+impl WakerId {
+    fn of(waker: &Waker) -> Self {
+        WakerId(
+            waker.data() as usize,
+            waker.vtable() as *const RawWakerVTable as usize,
+        )
     }
 }
 
@@ -160,6 +234,9 @@ pub struct ReconnectingStream<F: Connect, C: Codec = PulsarCodec> {
     core: Core<F, C>,
     wakers: Arc<WakerPair>,
     proxy: Waker,
+    /// The wakers the stream and sink sides registered last.
+    read_waker: WakerId,
+    write_waker: WakerId,
 }
 
 // The stream never pins its factory, codec or transport in place (futures are boxed), so it can
@@ -208,6 +285,8 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
             },
             wakers,
             proxy,
+            read_waker: WakerId::default(),
+            write_waker: WakerId::default(),
         }
     }
 
@@ -309,9 +388,12 @@ impl<F: Connect, C: Codec> fmt::Debug for ReconnectingStream<F, C> {
 impl<F: Connect, C: Codec> Stream for ReconnectingStream<F, C> {
     type Item = Result<C::Item, Error>;
 
+    // Inlined into the caller, a message read on the fast path reaches it without a round trip
+    // through memory.
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        this.wakers.read.register(cx.waker());
+        this.wakers.read.register(cx.waker(), &mut this.read_waker);
         this.core.poll_next(&mut Context::from_waker(&this.proxy))
     }
 }
@@ -327,7 +409,9 @@ impl<F: Connect, C: Codec> Sink<C::Out> for ReconnectingStream<F, C> {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.wakers.write.register(cx.waker());
+        this.wakers
+            .write
+            .register(cx.waker(), &mut this.write_waker);
         this.core.poll_ready(&mut Context::from_waker(&this.proxy))
     }
 
@@ -337,13 +421,17 @@ impl<F: Connect, C: Codec> Sink<C::Out> for ReconnectingStream<F, C> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.wakers.write.register(cx.waker());
+        this.wakers
+            .write
+            .register(cx.waker(), &mut this.write_waker);
         this.core.poll_flush(&mut Context::from_waker(&this.proxy))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.wakers.write.register(cx.waker());
+        this.wakers
+            .write
+            .register(cx.waker(), &mut this.write_waker);
         this.core.poll_close(&mut Context::from_waker(&this.proxy))
     }
 }
@@ -388,6 +476,13 @@ struct Conn<T> {
     needs_flush: bool,
     /// The peer's Close frame, once received: (code, reason).
     close_frame: Option<(Option<u16>, String)>,
+}
+
+impl<T> Conn<T> {
+    /// Whether servicing it would write something: queued items, a flush or a ping.
+    fn has_writes<O>(&self, queue: &VecDeque<O>) -> bool {
+        !queue.is_empty() || self.needs_flush || self.keepalive.as_ref().is_some_and(|k| k.ping_due)
+    }
 }
 
 /// Ping schedule and dead-connection detection for one connection.
@@ -496,7 +591,66 @@ enum Lost {
 impl<F: Connect, C: Codec> Core<F, C> {
     // ----- the Stream side -------------------------------------------------------------------
 
+    /// The stream side. This side needs one message at a time, so it reads just that: handing
+    /// each message over before the transport reads on lets a transport that lends its read
+    /// buffer to the messages (tungstenite does) keep reusing one large buffer, where holding a
+    /// batch of them would force it into small reads and copies. Keepalive and the queue are
+    /// serviced whenever the transport has nothing more, whenever something is to be written,
+    /// and at least every `read_ahead` messages, as often as when a batch of `read_ahead` was
+    /// read ahead.
+    #[inline(always)]
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<C::Item, Error>>> {
+        // The common case, kept small: open, nothing waiting either way, and a message in the
+        // transport.
+        let mut read = None;
+        if self.inbound.is_empty()
+            && self.deferred_loss.is_none()
+            && !self.closing
+            && self.direct_reads < self.config.read_ahead
+        {
+            if let State::Open(conn) = &mut self.state {
+                if conn.has_writes(&self.queue) {
+                    return self.poll_next_slow(cx, None);
+                }
+                // One frame, as `read_next` takes it; anything but a data frame that decodes
+                // goes on in the slow path.
+                match Pin::new(&mut conn.transport).poll_next(cx) {
+                    Poll::Ready(Some(Ok(msg))) => {
+                        if let Some(ka) = &mut conn.keepalive {
+                            ka.alive();
+                        }
+                        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                            match self.codec.decode(msg) {
+                                Ok(item) => {
+                                    self.direct_reads += 1;
+                                    return Poll::Ready(Some(Ok(item)));
+                                }
+                                Err(e) => undecodable(&self.events, e),
+                            }
+                        } else if let Some(lost) = control_frame(conn, msg, cx) {
+                            self.connection_lost(lost, cx);
+                        }
+                    }
+                    // Nothing there: the transport will wake us.
+                    Poll::Pending => read = Some(Read::Waiting),
+                    Poll::Ready(end) => {
+                        let lost = connection_ended(conn, end);
+                        self.connection_lost(lost, cx);
+                    }
+                }
+            }
+        }
+        self.poll_next_slow(cx, read)
+    }
+
+    /// Everything else on the stream side. `read`: what the fast path already found out about
+    /// the transport.
+    #[inline(never)]
+    fn poll_next_slow(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut read: Option<Read>,
+    ) -> Poll<Option<Result<C::Item, Error>>> {
         loop {
             if let Some(item) = self.inbound.pop_front() {
                 return Poll::Ready(Some(Ok(item)));
@@ -516,40 +670,34 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 self.terminated = true;
                 return Poll::Ready(None);
             }
-            if !ready!(self.poll_open(cx)) {
-                continue;
-            }
-            // This side needs one message: read just that. Handing each message over before the
-            // transport reads on lets a transport that lends its read buffer to the messages
-            // (tungstenite does) keep reusing one large buffer; holding a batch of them forces
-            // it into small reads and copies. Keepalive and the queue are serviced whenever the
-            // transport has nothing more, and at least every `read_ahead` messages, as often as
-            // when a batch of `read_ahead` was read ahead.
-            let mut read = Read::UpTo(1);
-            if self.direct_reads < self.config.read_ahead {
-                if let State::Open(conn) = &mut self.state {
-                    match read_available(
-                        conn,
-                        &mut self.inbound,
-                        1,
-                        &mut self.codec,
-                        &self.events,
-                        cx,
-                    ) {
-                        Ok(()) if !self.inbound.is_empty() => {
+            let read = match (&mut self.state, read.take()) {
+                (State::Open(_), Some(read)) => read,
+                // Anything to write goes out (and keepalive is checked) before the next message
+                // is handed over, as when all reading went through `service`.
+                (State::Open(conn), None)
+                    if self.direct_reads < self.config.read_ahead
+                        && !conn.has_writes(&self.queue) =>
+                {
+                    match read_next(conn, &mut self.codec, &self.events, cx) {
+                        // `inbound` is empty: this is the next message in order.
+                        Poll::Ready(Ok(item)) => {
                             self.direct_reads += 1;
-                            continue;
+                            return Poll::Ready(Some(Ok(item)));
                         }
-                        // Nothing there: the transport will wake us.
-                        Ok(()) => read = Read::Waiting,
-                        Err(lost) => {
-                            // Nothing was read in this call, so nothing waits in `inbound`.
+                        Poll::Pending => Read::Waiting,
+                        Poll::Ready(Err(lost)) => {
                             self.connection_lost(lost, cx);
                             continue;
                         }
                     }
                 }
-            }
+                (State::Open(_), None) => Read::UpTo(1),
+                _ => {
+                    // Connect (or wait); once open, read as above.
+                    ready!(self.poll_open(cx));
+                    continue;
+                }
+            };
             if let Err(lost) = self.service(cx, read) {
                 if self.inbound.is_empty() {
                     self.connection_lost(lost, cx);
@@ -1000,53 +1148,90 @@ fn read_available<T: Transport, C: Codec>(
     cx: &mut Context<'_>,
 ) -> Result<(), Lost> {
     while inbound.len() < limit {
-        let msg = match Pin::new(&mut conn.transport).poll_next(cx) {
+        match read_next(conn, codec, events, cx) {
+            Poll::Ready(Ok(item)) => inbound.push_back(item),
+            Poll::Ready(Err(lost)) => return Err(lost),
             Poll::Pending => return Ok(()),
-            Poll::Ready(None) => {
-                return Err(match conn.close_frame {
-                    Some(_) => Lost::Clean,
-                    None => Lost::Error(Error::ConnectionClosed {
-                        code: None,
-                        reason: "stream ended without a close frame".into(),
-                    }),
-                })
-            }
-            Poll::Ready(Some(Err(e))) => {
-                // After the peer's Close frame, a failure to answer it (the peer already went
-                // away) does not make the close any less clean.
-                return Err(match conn.close_frame {
-                    Some(_) => Lost::Clean,
-                    None => Lost::Error(e.into()),
-                });
-            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads until the next decoded item. `Pending`: the transport has nothing more for now (and
+/// will wake the task); an error: the connection is over. Control frames and frames that do
+/// not decode (reported to the error listeners) are consumed on the way.
+#[inline]
+fn read_next<T: Transport, C: Codec>(
+    conn: &mut Conn<T>,
+    codec: &mut C,
+    events: &EventHub,
+    cx: &mut Context<'_>,
+) -> Poll<Result<C::Item, Lost>> {
+    loop {
+        let msg = match Pin::new(&mut conn.transport).poll_next(cx) {
             Poll::Ready(Some(Ok(msg))) => msg,
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(end) => return Poll::Ready(Err(connection_ended(conn, end))),
         };
         if let Some(ka) = &mut conn.keepalive {
             ka.alive();
         }
-        match msg {
-            Message::Text(_) | Message::Binary(_) => match codec.decode(msg) {
-                Ok(item) => inbound.push_back(item),
-                Err(e) => {
-                    tracing::warn!(error = %e, "skipping a frame that does not decode");
-                    events.emit(Event::Error(Error::Decode(e)));
-                }
-            },
-            Message::Close(frame) => {
-                conn.close_frame = Some(match frame {
-                    Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_string()),
-                    None => (None, String::new()),
-                });
-                // The peer is done: send tungstenite's queued Close reply if it goes out now,
-                // and end the connection here rather than waiting for the peer to close TCP
-                // (it may never do so) or writing anything after its Close.
-                let _ = Pin::new(&mut conn.transport).poll_flush(cx);
-                return Err(Lost::Clean);
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            match codec.decode(msg) {
+                Ok(item) => return Poll::Ready(Ok(item)),
+                Err(e) => undecodable(events, e),
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        } else if let Some(lost) = control_frame(conn, msg, cx) {
+            return Poll::Ready(Err(lost));
         }
     }
-    Ok(())
+}
+
+/// The transport ended (`None`) or failed.
+#[cold]
+#[inline(never)]
+fn connection_ended<T: Transport>(
+    conn: &Conn<T>,
+    end: Option<Result<Message, tungstenite::Error>>,
+) -> Lost {
+    match (end, &conn.close_frame) {
+        // After the peer's Close frame, the end of the stream or a failure to answer it (the
+        // peer already went away) does not make the close any less clean.
+        (_, Some(_)) => Lost::Clean,
+        (Some(Err(e)), None) => Lost::Error(e.into()),
+        (_, None) => Lost::Error(Error::ConnectionClosed {
+            code: None,
+            reason: "stream ended without a close frame".into(),
+        }),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn undecodable(events: &EventHub, e: crate::error::DecodeError) {
+    tracing::warn!(error = %e, "skipping a frame that does not decode");
+    events.emit(Event::Error(Error::Decode(e)));
+}
+
+/// A control frame: a Close ends the connection (cleanly), the others are skipped.
+#[inline(never)]
+fn control_frame<T: Transport>(
+    conn: &mut Conn<T>,
+    msg: Message,
+    cx: &mut Context<'_>,
+) -> Option<Lost> {
+    let Message::Close(frame) = msg else {
+        return None;
+    };
+    conn.close_frame = Some(match frame {
+        Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_string()),
+        None => (None, String::new()),
+    });
+    // The peer is done: send tungstenite's queued Close reply if it goes out now, and end the
+    // connection here rather than waiting for the peer to close TCP (it may never do so) or
+    // writing anything after its Close.
+    let _ = Pin::new(&mut conn.transport).poll_flush(cx);
+    Some(Lost::Clean)
 }
 
 /// Writes a due ping, then queued items, then flushes. Stops early (without error) where the
