@@ -1280,3 +1280,74 @@ fn write_queue<T: Transport, C: Codec>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A waker that counts its wakes.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Counter>, Waker) {
+        let c = Arc::new(Counter(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn count(c: &Counter) -> usize {
+        c.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_slot_wakes_the_waker_registered_last_once_per_registration() {
+        let slot = WakerSlot::default();
+        let mut registered = WakerId::default();
+        // Nothing registered: a wake is a no-op.
+        slot.wake();
+
+        let (a, waker_a) = counter();
+        slot.register(&waker_a, &mut registered);
+        // Registering the same waker again is skipped, but it is still there.
+        slot.register(&waker_a.clone(), &mut registered);
+        slot.wake();
+        assert_eq!(count(&a), 1);
+        // A wake takes the waker: a second wake does nothing until it is registered again.
+        slot.wake();
+        assert_eq!(count(&a), 1);
+        // The same waker, registered after a wake, must go back in (the skip must not apply).
+        slot.register(&waker_a, &mut registered);
+        slot.wake();
+        assert_eq!(count(&a), 2);
+
+        // A different waker replaces it.
+        let (b, waker_b) = counter();
+        slot.register(&waker_a, &mut registered);
+        slot.register(&waker_b, &mut registered);
+        slot.wake();
+        assert_eq!((count(&a), count(&b)), (2, 1));
+    }
+
+    #[test]
+    fn the_proxy_wakes_both_sides() {
+        let pair = Arc::new(WakerPair::default());
+        let (mut read_id, mut write_id) = (WakerId::default(), WakerId::default());
+        let (r, waker_r) = counter();
+        let (w, waker_w) = counter();
+        pair.read.register(&waker_r, &mut read_id);
+        pair.write.register(&waker_w, &mut write_id);
+        let proxy = Waker::from(pair.clone());
+        proxy.wake_by_ref();
+        assert_eq!((count(&r), count(&w)), (1, 1));
+        // Each side re-registers the same waker after the wake and is woken again.
+        pair.read.register(&waker_r, &mut read_id);
+        pair.write.register(&waker_w, &mut write_id);
+        proxy.wake();
+        assert_eq!((count(&r), count(&w)), (2, 2));
+    }
+}
