@@ -24,6 +24,8 @@ use super::Shared;
 /// How long a close frame (shutdown, 1003, 1009) may take to go out before the socket is
 /// dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_millis(200);
+/// At most this many frames of a burst are handled before their replies are written.
+const READ_BATCH: usize = 256;
 
 /// The reply to `isEndOfTopic`: topics here are never terminated.
 const END_OF_TOPIC: &str = r#"{"endOfTopic":false}"#;
@@ -48,6 +50,7 @@ pub(super) async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
 
     let mut admitted: Option<Session> = None;
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(shared.config.max_message_size))
         .max_frame_size(Some(shared.config.max_message_size));
     let handshake = {
@@ -512,6 +515,47 @@ where
     .await
 }
 
+/// What a frame from the client leads to.
+enum Step {
+    /// Carry on.
+    Go,
+    /// Close the connection with this code.
+    Close(CloseCode, &'static str),
+    /// Drop the connection at once (it failed, ended, or hit `drop_after_frames`).
+    End,
+    /// The client sent a Close frame.
+    PeerClosed,
+}
+
+/// Handles one item read from the client; replies go to the back of `out`.
+fn on_frame(
+    m: Option<Result<Message, tungstenite::Error>>,
+    session: &mut Session,
+    out: &mut VecDeque<Out>,
+    budget: &mut Budget<'_>,
+) -> Step {
+    let flow = match m {
+        None => return Step::End,
+        Some(Err(tungstenite::Error::Capacity(_))) => {
+            return Step::Close(CloseCode::Size, "message too big")
+        }
+        Some(Err(_)) => return Step::End,
+        Some(Ok(Message::Close(_))) => return Step::PeerClosed,
+        Some(Ok(Message::Text(t))) => session.on_text(t.as_str(), budget),
+        Some(Ok(Message::Binary(_))) => session.on_binary(budget),
+        Some(Ok(_)) => Flow::Continue,
+    };
+    match flow {
+        Flow::Continue => Step::Go,
+        Flow::Reply(r) => {
+            out.push_back(Out::reply(r));
+            Step::Go
+        }
+        Flow::Drop => Step::End,
+        Flow::Close(code, reason) => Step::Close(code, reason),
+    }
+}
+
 struct Signals {
     drop_rx: watch::Receiver<u64>,
     stall_rx: watch::Receiver<bool>,
@@ -571,37 +615,47 @@ where
                 }
                 Err(_) => return,
             },
-            m = stream.next() => match m {
-                None => return,
-                Some(Err(tungstenite::Error::Capacity(_))) => Some((CloseCode::Size, "message too big")),
-                Some(Err(_)) => return,
-                Some(Ok(Message::Close(_))) => {
-                    // Leave the subscription first, so a quick reconnect finds it free, then let
-                    // the stream send the close reply.
-                    drop(session);
+            m = stream.next() => {
+                // Take the rest of a burst before answering, so that it is answered with one
+                // write and one flush instead of one of each per frame.
+                let batch_start = out.len();
+                let mut step = on_frame(m, &mut session, &mut out, &mut budget);
+                let mut taken = 1;
+                while matches!(step, Step::Go) && taken < READ_BATCH {
+                    match poll_fn(|cx| Poll::Ready(stream.poll_next_unpin(cx))).await {
+                        Poll::Ready(m) => step = on_frame(m, &mut session, &mut out, &mut budget),
+                        Poll::Pending => break,
+                    }
+                    taken += 1;
+                }
+                if !matches!(step, Step::Go) && out.len() > batch_start {
+                    // Whatever ends the connection, the frames before it in the burst were
+                    // handled, and their replies go out first, as if answered one by one.
+                    let replies = out.split_off(batch_start);
                     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                        while let Some(Ok(_)) = stream.next().await {}
+                        for r in replies {
+                            sink.feed(r.msg).await?;
+                        }
+                        sink.flush().await
                     })
                     .await;
-                    return;
                 }
-                Some(Ok(msg)) => {
-                    let flow = match msg {
-                        Message::Text(t) => session.on_text(t.as_str(), &mut budget),
-                        Message::Binary(_) => session.on_binary(&mut budget),
-                        _ => Flow::Continue,
-                    };
-                    match flow {
-                        Flow::Continue => None,
-                        Flow::Reply(r) => {
-                            out.push_back(Out::reply(r));
-                            None
-                        }
-                        Flow::Drop => return,
-                        Flow::Close(code, reason) => Some((code, reason)),
+                match step {
+                    Step::Go => None,
+                    Step::Close(code, reason) => Some((code, reason)),
+                    Step::End => return,
+                    Step::PeerClosed => {
+                        // Leave the subscription first, so a quick reconnect finds it free, then
+                        // let the stream send the close reply.
+                        drop(session);
+                        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                            while let Some(Ok(_)) = stream.next().await {}
+                        })
+                        .await;
+                        return;
                     }
                 }
-            },
+            }
             _ = notified => None,
             _ = timer => None,
         };
