@@ -49,7 +49,8 @@ pub(super) struct Stored {
     pub(super) properties: BTreeMap<String, String>,
     pub(super) key: Option<String>,
     pub(super) event_time: Option<String>,
-    pub(super) publish_time: String,
+    /// Shared with the messages stored in the same millisecond.
+    pub(super) publish_time: Arc<str>,
 }
 
 impl Stored {
@@ -78,6 +79,9 @@ pub(super) struct Topic {
     pub(super) readers: HashMap<u64, Arc<Notify>>,
     /// Names of connected producers that gave a `producerName`.
     pub(super) producer_names: HashSet<String>,
+    /// The last publish time given out, and its millisecond since the epoch: formatted once
+    /// per millisecond, not once per message.
+    publish_time: (u128, Arc<str>),
 }
 
 impl Topic {
@@ -88,6 +92,7 @@ impl Topic {
             subs: HashMap::new(),
             readers: HashMap::new(),
             producer_names: HashSet::new(),
+            publish_time: (0, Arc::from(wire::iso8601(SystemTime::UNIX_EPOCH))),
         }
     }
 
@@ -95,13 +100,14 @@ impl Topic {
     /// Returns its id.
     pub(super) fn append(&mut self, msg: NewMessage) -> String {
         let id = wire::message_id(self.ledger, self.messages.len());
+        let publish_time = self.publish_time();
         self.messages.push(Stored {
             id: id.clone(),
             payload: msg.payload,
             properties: msg.properties,
             key: msg.key,
             event_time: msg.event_time,
-            publish_time: wire::iso8601(SystemTime::now()),
+            publish_time,
         });
         let now = Instant::now();
         for sub in self.subs.values_mut() {
@@ -111,6 +117,19 @@ impl Topic {
             reader.notify_one();
         }
         id
+    }
+
+    /// Now, as a publish time.
+    fn publish_time(&mut self) -> Arc<str> {
+        let now = SystemTime::now();
+        let ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        if ms != self.publish_time.0 {
+            self.publish_time = (ms, Arc::from(wire::iso8601(now)));
+        }
+        self.publish_time.1.clone()
     }
 
     /// The log position of a message id of this topic, if it names a stored message.

@@ -2,7 +2,9 @@
 //! consumer frames, message ids and timestamps. Every parser returns an error value for bad
 //! input; nothing here panics on what a client sends.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::alphabet;
@@ -10,6 +12,8 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use bytes::Bytes;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The base64 decoder for payloads: the standard alphabet like Java's basic decoder, which
@@ -365,77 +369,175 @@ impl SendError {
     }
 }
 
-/// A JSON scalar as a string, the way Jackson coerces scalars into `String` fields.
-fn scalar(v: Option<&Value>) -> Result<Option<String>, ()> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-        Some(_) => Err(()),
+/// A JSON scalar read as a string, the way Jackson coerces scalars into `String` fields;
+/// `None` for null. Borrowed from the frame unless it has escapes.
+struct Scalar<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Option<Cow<'de, str>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Owned(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Owned(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Owned(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Owned(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                // As serde_json prints the number it parsed.
+                let n = serde_json::Number::from_f64(v)
+                    .map_or_else(|| v.to_string(), |n| n.to_string());
+                Ok(Some(Cow::Owned(n)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+        }
+        d.deserialize_any(V).map(Scalar)
     }
 }
 
-/// Checks one producer frame.
+/// `properties`: an object of scalars (null values are left out), or null.
+struct Properties(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Properties {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BTreeMap<String, String>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`properties` as an object of strings")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(BTreeMap::new())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut properties = BTreeMap::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    // A repeated key: the last one counts, as in a JSON object tree.
+                    match map.next_value::<Scalar<'de>>()?.0 {
+                        Some(v) => properties.insert(k, v.into_owned()),
+                        None => properties.remove(&k),
+                    };
+                }
+                Ok(properties)
+            }
+        }
+        d.deserialize_any(V).map(Properties)
+    }
+}
+
+/// A producer frame as read, before its payload is checked.
+#[derive(Default)]
+struct PublishFrame<'a> {
+    payload: Option<Cow<'a, str>>,
+    context: Option<Cow<'a, str>>,
+    key: Option<Cow<'a, str>>,
+    event_time: Option<Cow<'a, str>>,
+    properties: BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for PublishFrame<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        enum Field {
+            Payload,
+            Context,
+            Key,
+            EventTime,
+            Properties,
+            Other,
+        }
+        impl<'de> Deserialize<'de> for Field {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = Field;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a field name")
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                        Ok(match v {
+                            "payload" => Field::Payload,
+                            "context" => Field::Context,
+                            "key" => Field::Key,
+                            "eventTime" => Field::EventTime,
+                            "properties" => Field::Properties,
+                            _ => Field::Other,
+                        })
+                    }
+                }
+                d.deserialize_identifier(V)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PublishFrame<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                // Unknown fields are ignored; a repeated field: the last one counts.
+                let mut frame = PublishFrame::default();
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Payload => frame.payload = map.next_value::<Scalar<'de>>()?.0,
+                        Field::Context => frame.context = map.next_value::<Scalar<'de>>()?.0,
+                        Field::Key => frame.key = map.next_value::<Scalar<'de>>()?.0,
+                        Field::EventTime => frame.event_time = map.next_value::<Scalar<'de>>()?.0,
+                        Field::Properties => frame.properties = map.next_value::<Properties>()?.0,
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Checks one producer frame. (Read field by field, borrowing from the text: this runs once
+/// per published message.)
 ///
 /// Not JSON, not an object or a field of the wrong type → code 3 without the context (the
 /// proxy could not read it); a missing, null or non-base64 payload or a bad `eventTime` → code 7
 /// with the context.
 pub(super) fn parse_publish(text: &str) -> Result<NewMessage, SendError> {
-    let value: Value = serde_json::from_str(text)
+    let frame: PublishFrame<'_> = serde_json::from_str(text)
         .map_err(|e| SendError::json(format!("Failed to deserialize from JSON: {e}")))?;
-    let Value::Object(obj) = value else {
-        return Err(SendError::json(
-            "Failed to deserialize from JSON: not a JSON object",
-        ));
-    };
-    let field = |name: &str| {
-        scalar(obj.get(name)).map_err(|()| {
-            SendError::json(format!(
-                "Failed to deserialize from JSON: field `{name}` must be a string"
-            ))
-        })
-    };
-    let context = field("context")?;
-    let key = field("key")?;
-    let event_time = field("eventTime")?;
-    let mut properties = BTreeMap::new();
-    match obj.get("properties") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) => {
-            for (k, v) in map {
-                match scalar(Some(v)) {
-                    Ok(Some(v)) => {
-                        properties.insert(k.clone(), v);
-                    }
-                    Ok(None) => {}
-                    Err(()) => {
-                        return Err(SendError::json(format!(
-                            "Failed to deserialize from JSON: property `{k}` must be a string"
-                        )))
-                    }
-                }
-            }
-        }
-        Some(_) => {
-            return Err(SendError::json(
-                "Failed to deserialize from JSON: `properties` must be an object",
-            ))
-        }
-    }
-    let payload = field("payload")?;
+    let context = frame.context.map(Cow::into_owned);
     let payload_error = |message: String| SendError {
         code: 7,
         message,
         context: context.clone(),
     };
-    let Some(payload) = payload else {
+    let Some(payload) = frame.payload else {
         return Err(payload_error("Payload is null or missing".into()));
     };
     let payload = PAYLOAD_BASE64
         .decode(payload.as_bytes())
         .map_err(|e| payload_error(format!("Failed to decode payload as base64: {e}")))?;
-    if let Some(t) = &event_time {
+    if let Some(t) = &frame.event_time {
         if !is_iso8601_with_offset(t) {
             return Err(payload_error(format!(
                 "Failed to parse eventTime {t:?}: expected ISO-8601 with an offset"
@@ -444,10 +546,10 @@ pub(super) fn parse_publish(text: &str) -> Result<NewMessage, SendError> {
     }
     Ok(NewMessage {
         payload: Bytes::from(payload),
-        properties,
-        key,
+        properties: frame.properties,
+        key: frame.key.map(Cow::into_owned),
         context,
-        event_time,
+        event_time: frame.event_time.map(Cow::into_owned),
     })
 }
 
@@ -483,29 +585,56 @@ pub(super) fn parse_command(text: &str) -> Result<Command, String> {
     })
 }
 
+/// A producer acknowledgement frame.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AckFrame<'a> {
+    result: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_msg: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a str>,
+}
+
+fn json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("serializing to a String cannot fail")
+}
+
 /// The producer's success acknowledgement.
 pub(super) fn ok_ack(message_id: &str, context: Option<&str>) -> String {
-    let mut obj = serde_json::Map::new();
-    obj.insert("result".into(), Value::from("ok"));
-    obj.insert("messageId".into(), Value::from(message_id));
-    if let Some(c) = context {
-        obj.insert("context".into(), Value::from(c));
-    }
-    Value::Object(obj).to_string()
+    json(&AckFrame {
+        result: "ok",
+        message_id: Some(message_id),
+        error_msg: None,
+        context,
+    })
 }
 
 /// The producer's failure acknowledgement.
 pub(super) fn error_ack(e: &SendError) -> String {
-    let mut obj = serde_json::Map::new();
-    obj.insert(
-        "result".into(),
-        Value::from(format!("send-error:{}", e.code)),
-    );
-    obj.insert("errorMsg".into(), Value::from(e.message.as_str()));
-    if let Some(c) = &e.context {
-        obj.insert("context".into(), Value::from(c.as_str()));
-    }
-    Value::Object(obj).to_string()
+    json(&AckFrame {
+        result: &format!("send-error:{}", e.code),
+        message_id: None,
+        error_msg: Some(&e.message),
+        context: e.context.as_deref(),
+    })
+}
+
+/// A consumer or reader message frame.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeliveryFrame<'a> {
+    message_id: &'a str,
+    payload: String,
+    properties: &'a BTreeMap<String, String>,
+    publish_time: &'a str,
+    redelivery_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_time: Option<&'a str>,
 }
 
 /// The consumer and reader message frame.
@@ -518,27 +647,15 @@ pub(super) fn delivery(
     key: Option<&str>,
     event_time: Option<&str>,
 ) -> String {
-    let mut obj = serde_json::Map::new();
-    obj.insert("messageId".into(), Value::from(message_id));
-    obj.insert("payload".into(), Value::from(STANDARD.encode(payload)));
-    obj.insert(
-        "properties".into(),
-        Value::Object(
-            properties
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-                .collect(),
-        ),
-    );
-    obj.insert("publishTime".into(), Value::from(publish_time));
-    obj.insert("redeliveryCount".into(), Value::from(redelivery_count));
-    if let Some(k) = key {
-        obj.insert("key".into(), Value::from(k));
-    }
-    if let Some(t) = event_time {
-        obj.insert("eventTime".into(), Value::from(t));
-    }
-    Value::Object(obj).to_string()
+    json(&DeliveryFrame {
+        message_id,
+        payload: STANDARD.encode(payload),
+        properties,
+        publish_time,
+        redelivery_count,
+        key,
+        event_time,
+    })
 }
 
 /// `time` as ISO-8601 UTC with milliseconds, e.g. `2026-11-23T10:00:00.000Z`.
@@ -763,6 +880,94 @@ mod tests {
             let e = parse_publish(bad).unwrap_err();
             assert_eq!((e.code, e.context.as_deref()), (7, Some("c")), "{bad}");
         }
+    }
+
+    #[test]
+    fn publish_frames_read_like_a_json_tree() {
+        // Scalars are coerced to strings as Jackson does; numbers print as serde_json prints them.
+        let m = parse_publish(
+            r#"{"payload":"aGk=","key":7,"context":true,"properties":{"f":1.5,"e":1e3,"neg":-2,"u":"\u00e9"}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.key.as_deref(), Some("7"));
+        assert_eq!(m.context.as_deref(), Some("true"));
+        assert_eq!(m.properties["f"], "1.5");
+        assert_eq!(m.properties["e"], "1000.0");
+        assert_eq!(m.properties["neg"], "-2");
+        assert_eq!(m.properties["u"], "\u{e9}");
+        // A repeated field or property: the last one counts; a null property is left out.
+        let m = parse_publish(
+            r#"{"payload":"eA==","context":"a","context":"b","properties":{"p":"1","p":null,"q":"1","q":"2"},"payload":"aGk="}"#,
+        )
+        .unwrap();
+        assert_eq!(&m.payload[..], b"hi");
+        assert_eq!(m.context.as_deref(), Some("b"));
+        assert_eq!(m.properties.len(), 1);
+        assert_eq!(m.properties["q"], "2");
+        // Null fields are absent; unknown fields of any shape are ignored.
+        let m = parse_publish(
+            r#"{"payload":"aGk=","key":null,"properties":null,"x":{"y":[1,{"z":null}]}}"#,
+        )
+        .unwrap();
+        assert_eq!((m.key, m.properties.len()), (None, 0));
+        // A non-scalar property value or a trailing second value: not readable, code 3.
+        for bad in [
+            r#"{"payload":"aGk=","properties":{"a":[]}}"#,
+            r#"{"payload":"aGk="} {}"#,
+            r#"{"payload":"aGk=","key":{}}"#,
+        ] {
+            assert_eq!(parse_publish(bad).unwrap_err().code, 3, "{bad}");
+        }
+    }
+
+    #[test]
+    fn printed_frames() {
+        let parse = |s: String| serde_json::from_str::<Value>(&s).unwrap();
+        assert_eq!(
+            parse(ok_ack("aWQ=", Some("c"))),
+            serde_json::json!({"result": "ok", "messageId": "aWQ=", "context": "c"})
+        );
+        assert_eq!(
+            parse(ok_ack("aWQ=", None)),
+            serde_json::json!({"result": "ok", "messageId": "aWQ="})
+        );
+        let e = SendError {
+            code: 7,
+            message: "bad \"payload\"".into(),
+            context: Some("c".into()),
+        };
+        assert_eq!(
+            parse(error_ack(&e)),
+            serde_json::json!({"result": "send-error:7", "errorMsg": "bad \"payload\"", "context": "c"})
+        );
+        let props = BTreeMap::from([("a".to_string(), "b".to_string())]);
+        assert_eq!(
+            parse(delivery(
+                "aWQ=",
+                b"hi",
+                &props,
+                "2026-01-01T00:00:00.000Z",
+                2,
+                Some("k"),
+                None
+            )),
+            serde_json::json!({
+                "messageId": "aWQ=", "payload": "aGk=", "properties": {"a": "b"},
+                "publishTime": "2026-01-01T00:00:00.000Z", "redeliveryCount": 2, "key": "k"
+            })
+        );
+        assert_eq!(
+            parse(delivery(
+                "aWQ=",
+                b"",
+                &BTreeMap::new(),
+                "t",
+                0,
+                None,
+                Some("e")
+            ))["properties"],
+            serde_json::json!({})
+        );
     }
 
     #[test]
