@@ -217,11 +217,21 @@ impl From<Publish> for Outgoing {
     }
 }
 
-/// The payload, base64-encoded straight into the output buffer.
+/// The payload, base64-encoded. A payload of up to `STACK_BASE64 / 4 * 3` bytes is encoded on
+/// the stack and written as one string; a larger one streams through `Display`, which costs
+/// several times more per byte but needs no buffer of its size.
 struct Base64Payload<'a>(&'a [u8]);
+
+const STACK_BASE64: usize = 4096;
 
 impl Serialize for Base64Payload<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; STACK_BASE64];
+        if let Ok(n) = STANDARD.encode_slice(self.0, &mut buf) {
+            if let Ok(text) = std::str::from_utf8(&buf[..n]) {
+                return s.serialize_str(text);
+            }
+        }
         s.collect_str(&base64::display::Base64Display::new(self.0, &STANDARD))
     }
 }
