@@ -109,9 +109,11 @@ impl Topic {
             event_time: msg.event_time,
             publish_time,
         });
-        let now = Instant::now();
-        for sub in self.subs.values_mut() {
-            sub.dispatch(&self.messages, now);
+        if !self.subs.is_empty() {
+            let now = Instant::now();
+            for sub in self.subs.values_mut() {
+                sub.dispatch(&self.messages, now);
+            }
         }
         for reader in self.readers.values() {
             reader.notify_one();

@@ -330,7 +330,29 @@ pub(super) fn reader_params(q: &Query) -> Result<ReaderParams, Rejection> {
 
 /// Builds a message id: base64 of `<ledger>:<entry>`.
 pub(super) fn message_id(ledger: u64, entry: usize) -> String {
-    STANDARD.encode(format!("{ledger}:{entry}"))
+    // Once per stored message: the text is put together on the stack, not by `format!`.
+    let mut text = [0u8; 41];
+    let mut len = push_decimal(&mut text, 0, ledger);
+    text[len] = b':';
+    len = push_decimal(&mut text, len + 1, entry as u64);
+    STANDARD.encode(&text[..len])
+}
+
+/// Writes `n` in decimal at `at`; returns the end. (`buf` has room: 20 digits at most.)
+fn push_decimal(buf: &mut [u8], at: usize, mut n: u64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    buf[at..at + d.len()].copy_from_slice(d);
+    at + d.len()
 }
 
 /// Splits a message id built by [`message_id`]; `None` if it is not one.
@@ -831,6 +853,18 @@ mod tests {
             reader_params(&Query::default()).unwrap().start,
             ReaderStart::Latest
         );
+    }
+
+    #[test]
+    fn ids_are_base64_of_ledger_and_entry() {
+        for (ledger, entry) in [(0, 0), (7, 42), (u64::MAX, usize::MAX), (10, 1_000_000)] {
+            let id = message_id(ledger, entry);
+            assert_eq!(
+                STANDARD.decode(&id).unwrap(),
+                format!("{ledger}:{entry}").into_bytes()
+            );
+            assert_eq!(parse_message_id(&id), Some((ledger, entry)));
+        }
     }
 
     #[test]
