@@ -7,6 +7,7 @@
 //! cargo run --release --example bench
 //! cargo run --release --example bench -- --only 1,3            # some sections only
 //! cargo run --release --example bench -- --profile wrapper echo # one workload, for perf/callgrind
+//! cargo run --release --example bench -- --profile raw echo --runs 1
 //! ```
 //!
 //! 1. Throughput of 100-byte text frames through a bare `WebSocketStream` and through
@@ -602,6 +603,8 @@ async fn publish_awaiting_each(producer: &Producer, n: usize) -> Duration {
 struct ProducerResult {
     pipelined: f64,
     awaiting: f64,
+    /// The median of pipelined / awaiting over the runs, each run's pair taken side by side.
+    pipelining: f64,
     consumer: f64,
     raw_pipelined: f64,
     raw_awaiting: f64,
@@ -782,6 +785,13 @@ async fn producer_section(server_rt: &Handle) -> ProducerResult {
     }
     server.shutdown().await;
     ProducerResult {
+        pipelining: median(
+            &pipelined
+                .iter()
+                .zip(&awaiting)
+                .map(|(p, a)| p / a)
+                .collect::<Vec<_>>(),
+        ),
         pipelined: median(&pipelined),
         awaiting: median(&awaiting),
         consumer: median(&consumer_rates),
@@ -1259,7 +1269,13 @@ fn main() {
             Some("echo") => Workload::Echo,
             _ => Workload::OneWay,
         };
-        client_rt.block_on(profile(&handle, client, workload));
+        // `--runs N`: how many times (default: as many as section 1 runs each).
+        let runs = args
+            .iter()
+            .position(|a| a == "--runs")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(THROUGHPUT_RUNS);
+        client_rt.block_on(profile(&handle, client, workload, runs));
         return;
     }
     // `--only 1,3` runs some sections (for profiling); the default is all four.
@@ -1274,12 +1290,12 @@ fn main() {
     server_rt.shutdown_timeout(Duration::from_secs(1));
 }
 
-async fn profile(server_rt: &Handle, client: Client, workload: Workload) {
+async fn profile(server_rt: &Handle, client: Client, workload: Workload, runs: usize) {
     let (listener, addr) = listener_on(server_rt).await;
     let (cpu_tx, mut cpu_rx) = mpsc::unbounded_channel();
     let server = server_rt.spawn(throughput_server(listener, cpu_tx));
     let url = format!("ws://{addr}");
-    for _ in 0..THROUGHPUT_RUNS {
+    for _ in 0..runs {
         let s = measure(client, workload, &url, &mut cpu_rx).await;
         let n = match workload {
             Workload::OneWay => ONEWAY_MESSAGES,
@@ -1385,7 +1401,7 @@ async fn bench(server_rt: &Handle, sections: &[u32]) {
             "\n2. GDN producer and consumer against the embedded LocalServer ({PAYLOAD_BYTES}-byte payloads)"
         );
         let p = producer_section(server_rt).await;
-        let pipelining = p.pipelined / p.awaiting;
+        let pipelining = p.pipelining;
         row(
             &format!("producer, pipelined (window {PRODUCER_WINDOW})"),
             format!("{:.0} confirmed msg/s", p.pipelined),
