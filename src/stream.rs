@@ -612,31 +612,14 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 if conn.has_writes(&self.queue) {
                     return self.poll_next_slow(cx, None);
                 }
-                // One frame, as `read_next` takes it; anything but a data frame that decodes
-                // goes on in the slow path.
-                match Pin::new(&mut conn.transport).poll_next(cx) {
-                    Poll::Ready(Some(Ok(msg))) => {
-                        if let Some(ka) = &mut conn.keepalive {
-                            ka.alive();
-                        }
-                        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
-                            match self.codec.decode(msg) {
-                                Ok(item) => {
-                                    self.direct_reads += 1;
-                                    return Poll::Ready(Some(Ok(item)));
-                                }
-                                Err(e) => undecodable(&self.events, e),
-                            }
-                        } else if let Some(lost) = control_frame(conn, msg, cx) {
-                            self.connection_lost(lost, cx);
-                        }
+                match read_next(conn, &mut self.codec, &self.events, cx) {
+                    Poll::Ready(Ok(item)) => {
+                        self.direct_reads += 1;
+                        return Poll::Ready(Some(Ok(item)));
                     }
                     // Nothing there: the transport will wake us.
                     Poll::Pending => read = Some(Read::Waiting),
-                    Poll::Ready(end) => {
-                        let lost = connection_ended(conn, end);
-                        self.connection_lost(lost, cx);
-                    }
+                    Poll::Ready(Err(lost)) => self.connection_lost(lost, cx),
                 }
             }
         }
