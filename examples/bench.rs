@@ -208,6 +208,15 @@ fn vm_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The pair in the order for run `run`: A B, B A, A B, ... so neither side always goes first.
+fn alternated<T>(run: usize, [a, b]: [T; 2]) -> [T; 2] {
+    if run % 2 == 0 {
+        [a, b]
+    } else {
+        [b, a]
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -510,11 +519,7 @@ async fn throughput_pair(
     };
     let (mut raw, mut wrapper, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..THROUGHPUT_RUNS {
-        let order = if run % 2 == 0 {
-            [Client::Raw, Client::Wrapper]
-        } else {
-            [Client::Wrapper, Client::Raw]
-        };
+        let order = alternated(run, [Client::Raw, Client::Wrapper]);
         let mut rates = [0.0; 2];
         for client in order {
             let s = measure(client, workload, url, server_cpu).await;
@@ -638,11 +643,7 @@ async fn producer_section(server_rt: &Handle) -> ProducerResult {
         .expect("local server");
     let (mut pipelined, mut awaiting) = (Vec::new(), Vec::new());
     for run in 0..PRODUCER_RUNS {
-        let order = if run % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
+        let order = alternated(run, [true, false]);
         for pipelined_run in order {
             let topic = Topic::gdn(
                 "bench",
@@ -696,11 +697,7 @@ async fn producer_section(server_rt: &Handle) -> ProducerResult {
     // The bare reference: the server's own limits.
     let (mut raw_pipelined, mut raw_awaiting) = (Vec::new(), Vec::new());
     for run in 0..PRODUCER_RUNS {
-        let order = if run % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
+        let order = alternated(run, [true, false]);
         for pipelined_run in order {
             let topic = Topic::gdn(
                 "bench",
