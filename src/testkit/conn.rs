@@ -631,13 +631,12 @@ where
                 if !matches!(step, Step::Go) && out.len() > batch_start {
                     // Whatever ends the connection, the frames before it in the burst were
                     // handled, and their replies go out first, as if answered one by one.
-                    let replies = out.split_off(batch_start);
-                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                        for r in replies {
-                            sink.feed(r.msg).await?;
-                        }
-                        sink.flush().await
-                    })
+                    // (Replies are not deliveries: writing them counts nothing.)
+                    let mut replies = out.split_off(batch_start);
+                    let _ = tokio::time::timeout(
+                        CLOSE_GRACE,
+                        write_out(&mut sink, &mut replies, &mut budget),
+                    )
                     .await;
                 }
                 match step {
