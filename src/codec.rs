@@ -47,10 +47,12 @@ impl Codec for RawCodec {
     type Item = Message;
     type Out = Message;
 
+    #[inline]
     fn decode(&mut self, message: Message) -> Result<Message, DecodeError> {
         Ok(message)
     }
 
+    #[inline]
     fn encode(&mut self, item: &Message) -> Message {
         // Text and binary payloads are reference-counted: this clone copies no data.
         item.clone()

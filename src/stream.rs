@@ -23,7 +23,7 @@ use std::fmt;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll, RawWakerVTable, Wake, Waker};
 use std::time::Duration;
@@ -97,6 +97,8 @@ where
 struct WakerPair {
     read: WakerSlot,
     write: WakerSlot,
+    /// How many times it was woken: see [`ReadGate`].
+    wakes: AtomicUsize,
 }
 
 impl Wake for WakerPair {
@@ -104,6 +106,8 @@ impl Wake for WakerPair {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
+        // Counted before either task runs, so the poll a wake causes sees it.
+        self.wakes.fetch_add(1, Ordering::Release);
         self.read.wake();
         self.write.wake();
     }
@@ -229,10 +233,10 @@ impl WakerId {
 /// While open, a Ping goes out every `ping_interval`; if no frame at all arrives within
 /// `pong_timeout` of a ping, the connection is dropped as dead and reconnected. Keepalive runs
 /// whenever either side is polled. A sink-only user that is idle between sends is covered at the
-/// next send: the stale deadline is noticed before anything is written.
+/// next send: its flush notices the stale deadline before anything is flushed, and what the send
+/// wrote goes out again on the next connection.
 pub struct ReconnectingStream<F: Connect, C: Codec = PulsarCodec> {
     core: Core<F, C>,
-    wakers: Arc<WakerPair>,
     proxy: Waker,
     /// The wakers the stream and sink sides registered last.
     read_waker: WakerId,
@@ -266,11 +270,12 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
             core: Core {
                 factory,
                 codec,
+                wakers,
                 events: EventHub::new(config.event_capacity),
                 backoff,
                 state: State::Idle,
                 queue: VecDeque::new(),
-                unflushed: VecDeque::new(),
+                unflushed: Vec::new(),
                 unsent: Vec::new(),
                 inbound: VecDeque::new(),
                 connections: 0,
@@ -283,7 +288,6 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
                 direct_reads: 0,
                 config,
             },
-            wakers,
             proxy,
             read_waker: WakerId::default(),
             write_waker: WakerId::default(),
@@ -393,7 +397,10 @@ impl<F: Connect, C: Codec> Stream for ReconnectingStream<F, C> {
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        this.wakers.read.register(cx.waker(), &mut this.read_waker);
+        this.core
+            .wakers
+            .read
+            .register(cx.waker(), &mut this.read_waker);
         this.core.poll_next(&mut Context::from_waker(&this.proxy))
     }
 }
@@ -407,21 +414,32 @@ impl<F: Connect, C: Codec> FusedStream for ReconnectingStream<F, C> {
 impl<F: Connect, C: Codec> Sink<C::Out> for ReconnectingStream<F, C> {
     type Error = Error;
 
+    // Inlined, like `poll_next`: both are called once per item.
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.wakers
+        if this.core.has_room_now() {
+            // Nothing to wait for, so no waker to register.
+            return Poll::Ready(Ok(()));
+        }
+        this.core
+            .wakers
             .write
             .register(cx.waker(), &mut this.write_waker);
         this.core.poll_ready(&mut Context::from_waker(&this.proxy))
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: C::Out) -> Result<(), Error> {
-        self.get_mut().core.start_send(item)
+        let this = self.get_mut();
+        this.core
+            .start_send(item, &mut Context::from_waker(&this.proxy))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.wakers
+        this.core
+            .wakers
             .write
             .register(cx.waker(), &mut this.write_waker);
         this.core.poll_flush(&mut Context::from_waker(&this.proxy))
@@ -429,7 +447,8 @@ impl<F: Connect, C: Codec> Sink<C::Out> for ReconnectingStream<F, C> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.wakers
+        this.core
+            .wakers
             .write
             .register(cx.waker(), &mut this.write_waker);
         this.core.poll_close(&mut Context::from_waker(&this.proxy))
@@ -476,6 +495,28 @@ struct Conn<T> {
     needs_flush: bool,
     /// The peer's Close frame, once received: (code, reason).
     close_frame: Option<(Option<u16>, String)>,
+    reads: ReadGate,
+}
+
+/// Skips reads that cannot succeed. Once the transport answered `Pending`, nothing can arrive
+/// before it wakes the proxy waker, so until the proxy counts a wake, another read would only
+/// find it empty again. Such a read is not free: tungstenite zero-fills its free read buffer
+/// (128 KiB by default) before every read from the socket, whether data is there or not, and
+/// when both sides of the stream are polled in turn, each would make that read once per wake.
+#[derive(Debug)]
+struct ReadGate {
+    wakers: Arc<WakerPair>,
+    /// The wake count read just before the transport last answered `Pending`.
+    parked_at: Option<usize>,
+}
+
+impl ReadGate {
+    /// The current wake count, if a read could find something.
+    #[inline(always)]
+    fn open(&self) -> Option<usize> {
+        let wakes = self.wakers.wakes.load(Ordering::Acquire);
+        (self.parked_at != Some(wakes)).then_some(wakes)
+    }
 }
 
 impl<T> Conn<T> {
@@ -541,6 +582,8 @@ impl Keepalive {
 struct Core<F: Connect, C: Codec> {
     factory: F,
     codec: C,
+    /// Behind the proxy waker that inner futures and the transport get.
+    wakers: Arc<WakerPair>,
     config: ReconnectConfig,
     events: EventHub,
     backoff: Backoff,
@@ -548,7 +591,7 @@ struct Core<F: Connect, C: Codec> {
     /// Accepted, not yet written.
     queue: VecDeque<C::Out>,
     /// Written to the current connection, not yet flushed.
-    unflushed: VecDeque<C::Out>,
+    unflushed: Vec<C::Out>,
     /// Handed back to the caller.
     unsent: Vec<C::Out>,
     /// Decoded, not yet yielded.
@@ -567,7 +610,10 @@ struct Core<F: Connect, C: Codec> {
     /// yields them first, so that the close event follows the connection's last message.
     deferred_loss: Option<Lost>,
     /// Messages the stream side read one at a time since keepalive and the queue were last
-    /// serviced.
+    /// serviced. It reads so only while this is below `read_ahead`, so that keepalive is
+    /// checked at least that often. (`start_send` needs no such count: what it writes stays
+    /// in `unflushed` until a flush, which services the connection, and `poll_ready` services
+    /// it too once `queue_capacity` items wait.)
     direct_reads: usize,
 }
 
@@ -577,7 +623,7 @@ enum Read {
     /// Read until this many decoded messages wait (or the transport has nothing more).
     UpTo(usize),
     /// Nothing: the caller just found the transport empty, and it will wake us.
-    Waiting,
+    Nothing,
 }
 
 /// How servicing an open connection went.
@@ -600,11 +646,13 @@ impl<F: Connect, C: Codec> Core<F, C> {
     /// read ahead.
     #[inline(always)]
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<C::Item, Error>>> {
-        // The common case, kept small: open, nothing waiting either way, and a message in the
-        // transport.
+        // The common cases, kept small: a message read ahead, or, open and nothing waiting
+        // either way, a message in the transport.
+        if let Some(item) = self.inbound.pop_front() {
+            return Poll::Ready(Some(Ok(item)));
+        }
         let mut read = None;
-        if self.inbound.is_empty()
-            && self.deferred_loss.is_none()
+        if self.deferred_loss.is_none()
             && !self.closing
             && self.direct_reads < self.config.read_ahead
         {
@@ -618,7 +666,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                         return Poll::Ready(Some(Ok(item)));
                     }
                     // Nothing there: the transport will wake us.
-                    Poll::Pending => read = Some(Read::Waiting),
+                    Poll::Pending => read = Some(Read::Nothing),
                     Poll::Ready(Err(lost)) => self.connection_lost(lost, cx),
                 }
             }
@@ -667,7 +715,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                             self.direct_reads += 1;
                             return Poll::Ready(Some(Ok(item)));
                         }
-                        Poll::Pending => Read::Waiting,
+                        Poll::Pending => Read::Nothing,
                         Poll::Ready(Err(lost)) => {
                             self.connection_lost(lost, cx);
                             continue;
@@ -705,6 +753,16 @@ impl<F: Connect, C: Codec> Core<F, C> {
         self.queue.len() + self.unflushed.len() < self.config.queue_capacity
     }
 
+    /// `poll_ready`'s answer when it is `Ready(Ok)` without any work: nothing to handle first and
+    /// room in the queue.
+    #[inline]
+    fn has_room_now(&self) -> bool {
+        self.deferred_loss.is_none()
+            && !self.closing
+            && !matches!(self.state, State::Done)
+            && self.has_room()
+    }
+
     /// The sink side does not wait for the reader: a deferred loss is handled at once.
     fn handle_deferred_loss(&mut self, cx: &mut Context<'_>) {
         if let Some(lost) = self.deferred_loss.take() {
@@ -735,7 +793,33 @@ impl<F: Connect, C: Codec> Core<F, C> {
         }
     }
 
-    fn start_send(&mut self, item: C::Out) -> Result<(), Error> {
+    /// `cx`: the proxy's context, for the transport's readiness; nothing waits on it here.
+    #[inline]
+    fn start_send(&mut self, item: C::Out, cx: &mut Context<'_>) -> Result<(), Error> {
+        // The common case: open, nothing queued ahead of this item, and the transport ready.
+        // The item goes out now, as `write_queue` would write it, without a trip through the
+        // queue.
+        if let State::Open(conn) = &mut self.state {
+            if self.queue.is_empty() && self.deferred_loss.is_none() && !self.closing {
+                match Pin::new(&mut conn.transport).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if let Err(e) = write_one(conn, &mut self.codec, &mut self.unflushed, item)
+                        {
+                            self.write_failed(e.into(), cx);
+                        }
+                        return Ok(());
+                    }
+                    Poll::Ready(Err(e)) => self.write_failed(e.into(), cx),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        self.enqueue(item)
+    }
+
+    /// `start_send` when the item cannot go out at once: it waits in the queue, or is refused
+    /// once the stream is closing or done.
+    fn enqueue(&mut self, item: C::Out) -> Result<(), Error> {
         if self.closing || matches!(self.state, State::Done) {
             // Refused, but not lost: the caller gets it back from take_unsent().
             self.unsent.push(item);
@@ -743,6 +827,16 @@ impl<F: Connect, C: Codec> Core<F, C> {
         }
         self.queue.push_back(item);
         Ok(())
+    }
+
+    /// The transport failed in `start_send`, which cannot report it as a loss: the next poll of
+    /// either side does. Nothing is lost meanwhile: the item waits in `unflushed` or `queue`,
+    /// which are re-queued or handed back when the loss is handled.
+    #[cold]
+    #[inline(never)]
+    fn write_failed(&mut self, error: Error, cx: &mut Context<'_>) {
+        self.deferred_loss = Some(Lost::Error(error));
+        cx.waker().wake_by_ref();
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -902,6 +996,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
             keepalive,
             needs_flush: false,
             close_frame: None,
+            reads: ReadGate {
+                wakers: self.wakers.clone(),
+                parked_at: None,
+            },
         });
         self.events.emit(Event::Open(OpenEvent {
             connection: self.connections,
@@ -1033,12 +1131,12 @@ impl<F: Connect, C: Codec> Core<F, C> {
     fn release_unflushed(&mut self) {
         match self.config.unsent_policy {
             UnsentPolicy::Requeue => {
-                while let Some(item) = self.unflushed.pop_back() {
+                while let Some(item) = self.unflushed.pop() {
                     self.queue.push_front(item);
                 }
             }
             UnsentPolicy::HandBack => {
-                self.unsent.extend(self.unflushed.drain(..));
+                self.unsent.append(&mut self.unflushed);
                 self.unsent.extend(self.queue.drain(..));
             }
         }
@@ -1089,7 +1187,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                     ka.alive();
                 }
             }
-            Read::Waiting => {}
+            Read::Nothing => {}
         }
         if let Some(ka) = &mut conn.keepalive {
             ka.poll(cx).map_err(Lost::Error)?;
@@ -1143,7 +1241,7 @@ fn read_available<T: Transport, C: Codec>(
 /// Reads until the next decoded item. `Pending`: the transport has nothing more for now (and
 /// will wake the task); an error: the connection is over. Control frames and frames that do
 /// not decode (reported to the error listeners) are consumed on the way.
-#[inline]
+#[inline(always)]
 fn read_next<T: Transport, C: Codec>(
     conn: &mut Conn<T>,
     codec: &mut C,
@@ -1151,9 +1249,16 @@ fn read_next<T: Transport, C: Codec>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<C::Item, Lost>> {
     loop {
+        // Read before polling, so that a wake during the poll reopens the gate.
+        let Some(wakes) = conn.reads.open() else {
+            return Poll::Pending;
+        };
         let msg = match Pin::new(&mut conn.transport).poll_next(cx) {
             Poll::Ready(Some(Ok(msg))) => msg,
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                conn.reads.parked_at = Some(wakes);
+                return Poll::Pending;
+            }
             Poll::Ready(end) => return Poll::Ready(Err(connection_ended(conn, end))),
         };
         if let Some(ka) = &mut conn.keepalive {
@@ -1212,8 +1317,12 @@ fn control_frame<T: Transport>(
     });
     // The peer is done: send tungstenite's queued Close reply if it goes out now, and end the
     // connection here rather than waiting for the peer to close TCP (it may never do so) or
-    // writing anything after its Close.
-    let _ = Pin::new(&mut conn.transport).poll_flush(cx);
+    // writing anything after its Close. Unless items wait unflushed: the reply would take them
+    // along, to a peer that has stopped reading them, so they go out on the next connection
+    // instead, and the reply is not sent.
+    if !conn.needs_flush {
+        let _ = Pin::new(&mut conn.transport).poll_flush(cx);
+    }
     Some(Lost::Clean)
 }
 
@@ -1222,37 +1331,32 @@ fn control_frame<T: Transport>(
 fn write_queue<T: Transport, C: Codec>(
     conn: &mut Conn<T>,
     queue: &mut VecDeque<C::Out>,
-    unflushed: &mut VecDeque<C::Out>,
+    unflushed: &mut Vec<C::Out>,
     codec: &mut C,
     cx: &mut Context<'_>,
 ) -> Result<(), Error> {
-    let mut transport = Pin::new(&mut conn.transport);
     if let Some(ka) = conn.keepalive.as_mut().filter(|ka| ka.ping_due) {
+        let mut transport = Pin::new(&mut conn.transport);
         match transport.as_mut().poll_ready(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Err(e.into()),
             Poll::Pending => return Ok(()),
         }
-        transport
-            .as_mut()
-            .start_send(Message::Ping(Default::default()))?;
+        transport.start_send(Message::Ping(Default::default()))?;
         ka.ping_due = false;
         conn.needs_flush = true;
     }
     while !queue.is_empty() {
-        match transport.as_mut().poll_ready(cx) {
+        match Pin::new(&mut conn.transport).poll_ready(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Err(e.into()),
             Poll::Pending => return Ok(()),
         }
         let item = queue.pop_front().expect("queue is not empty");
-        let message = codec.encode(&item);
-        unflushed.push_back(item);
-        conn.needs_flush = true;
-        transport.as_mut().start_send(message)?;
+        write_one(conn, codec, unflushed, item)?;
     }
     if conn.needs_flush {
-        match transport.as_mut().poll_flush(cx) {
+        match Pin::new(&mut conn.transport).poll_flush(cx) {
             Poll::Ready(Ok(())) => {
                 conn.needs_flush = false;
                 unflushed.clear();
@@ -1264,11 +1368,24 @@ fn write_queue<T: Transport, C: Codec>(
     Ok(())
 }
 
+/// Writes one item to a transport that is ready for it, and keeps the item until the flush that
+/// delivers it succeeds.
+#[inline]
+fn write_one<T: Transport, C: Codec>(
+    conn: &mut Conn<T>,
+    codec: &mut C,
+    unflushed: &mut Vec<C::Out>,
+    item: C::Out,
+) -> Result<(), tungstenite::Error> {
+    let message = codec.encode(&item);
+    unflushed.push(item);
+    conn.needs_flush = true;
+    Pin::new(&mut conn.transport).start_send(message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-
     /// A waker that counts its wakes.
     struct Counter(AtomicUsize);
 
