@@ -1317,9 +1317,9 @@ fn control_frame<T: Transport>(
     });
     // The peer is done: send tungstenite's queued Close reply if it goes out now, and end the
     // connection here rather than waiting for the peer to close TCP (it may never do so) or
-    // writing anything after its Close. Unless items wait unflushed: the reply would take them
-    // along, to a peer that has stopped reading them, so they go out on the next connection
-    // instead, and the reply is not sent.
+    // writing anything after its Close. Unless something written waits unflushed (items, or a
+    // ping): the reply would take it along, to a peer that has stopped reading, so the reply
+    // is not sent and the items go out on the next connection instead.
     if !conn.needs_flush {
         let _ = Pin::new(&mut conn.transport).poll_flush(cx);
     }
