@@ -1378,9 +1378,13 @@ fn write_one<T: Transport, C: Codec>(
     item: C::Out,
 ) -> Result<(), tungstenite::Error> {
     let message = codec.encode(&item);
-    unflushed.push(item);
     conn.needs_flush = true;
-    Pin::new(&mut conn.transport).start_send(message)
+    let written = Pin::new(&mut conn.transport).start_send(message);
+    // Kept whether or not the write failed: after a failure it goes out on the next connection.
+    // (Pushed after the write, not before: the caller has just built `item`, and copying it at
+    // once measured slower, most likely a store-forwarding stall on the bytes just written.)
+    unflushed.push(item);
+    written
 }
 
 #[cfg(test)]
