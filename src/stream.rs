@@ -819,6 +819,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
 
     /// `start_send` when the item cannot go out at once: it waits in the queue, or is refused
     /// once the stream is closing or done.
+    #[inline(never)]
     fn enqueue(&mut self, item: C::Out) -> Result<(), Error> {
         if self.closing || matches!(self.state, State::Done) {
             // Refused, but not lost: the caller gets it back from take_unsent().
