@@ -78,7 +78,7 @@ impl Sink<Message> for Scripted {
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let mut wire = self.0.lock().unwrap();
         if wire.flush_blocked {
-            // The test never unblocks it on this connection, so no waker is needed.
+            // Tests unblock it only together with a delivery, which wakes the stream anyway.
             return Poll::Pending;
         }
         wire.flushed = wire.written.len();
