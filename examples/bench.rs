@@ -1355,42 +1355,26 @@ async fn bench(server_rt: &Handle, sections: &[u32]) {
         println!("  one-way ratios per run: {}", fmt(&oneway.ratios));
         println!("  echo ratios per run:    {}", fmt(&echo.ratios));
         println!("  echo ratio wrapper/raw: {:.2}", echo.ratio);
-        row(
-            "one-way, raw WebSocketStream",
-            format!("{:.0} msg/s", oneway.raw_rate),
-            "",
-            "",
-        );
-        row(
-            "one-way, ReconnectingStream (RawCodec)",
-            format!("{:.0} msg/s", oneway.wrapper_rate),
-            "",
-            "",
-        );
-        row(
-            "one-way ratio wrapper/raw",
-            format!("{:.3}", oneway.ratio),
-            ">= 0.95",
-            verdict(oneway.ratio >= 0.95),
-        );
-        row(
-            "echo, raw WebSocketStream",
-            format!("{:.0} msg/s", echo.raw_rate),
-            "",
-            "",
-        );
-        row(
-            "echo, ReconnectingStream (RawCodec)",
-            format!("{:.0} msg/s", echo.wrapper_rate),
-            "",
-            "",
-        );
-        row(
-            "echo ratio wrapper/raw",
-            format!("{:.3}", echo.ratio),
-            ">= 0.95",
-            verdict(echo.ratio >= 0.95),
-        );
+        for (name, pair) in [("one-way", &oneway), ("echo", &echo)] {
+            row(
+                &format!("{name}, raw WebSocketStream"),
+                format!("{:.0} msg/s", pair.raw_rate),
+                "",
+                "",
+            );
+            row(
+                &format!("{name}, ReconnectingStream (RawCodec)"),
+                format!("{:.0} msg/s", pair.wrapper_rate),
+                "",
+                "",
+            );
+            row(
+                &format!("{name} ratio wrapper/raw"),
+                format!("{:.3}", pair.ratio),
+                ">= 0.95",
+                verdict(pair.ratio >= 0.95),
+            );
+        }
         last_ratio = Some(oneway.ratio);
     }
 
