@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures::{future, FutureExt, Sink, SinkExt, Stream, StreamExt};
 use stream_websocket::tungstenite::{self, Message};
-use stream_websocket::{Event, RawCodec, ReconnectConfig, ReconnectingStream};
+use stream_websocket::{RawCodec, ReconnectConfig, ReconnectingStream};
 use support::{bounded, drain};
 
 /// One scripted connection, shared by the transport and the test.
@@ -199,7 +199,7 @@ async fn items_unflushed_when_the_peer_closes_go_out_on_the_next_connection() {
         let (first, second) = (wire(), wire());
         first.lock().unwrap().flush_blocked = true;
         let mut stream = stream_over(&[first.clone(), second.clone()]);
-        let mut events = stream.events();
+        let mut closes = stream.on_close();
         stream.flush().await.expect("connected");
 
         stream.feed(Message::text("y")).await.unwrap();
@@ -220,13 +220,7 @@ async fn items_unflushed_when_the_peer_closes_go_out_on_the_next_connection() {
         let wire = second.lock().unwrap();
         assert_eq!(wire.written, ["y"]);
         assert_eq!(wire.flushed, 1);
-        let closes: Vec<_> = drain(&mut events)
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Close(c) => Some(c),
-                _ => None,
-            })
-            .collect();
+        let closes = drain(&mut closes);
         assert_eq!(closes.len(), 1, "{closes:?}");
         assert!(closes[0].error.is_none(), "a clean close: {closes:?}");
     })
