@@ -40,6 +40,16 @@ pub trait Codec {
 }
 
 /// Passes text and binary messages through unchanged.
+///
+/// # Cost per message
+///
+/// The stream keeps each message it writes until the flush that delivers it, so the connection
+/// gets a second handle to the same payload. Text and binary payloads are reference-counted
+/// (`bytes::Bytes`), so the handle copies no data: it costs one atomic increment, and one
+/// decrement when the message is flushed. A payload that is not shared yet and was built from a
+/// `String` or `Vec<u8>` with no spare capacity (`Message::text(String::from("…"))`, for one)
+/// becomes shared at that point, which allocates a small header once for that message. A
+/// payload built with spare capacity, or cloned from one already sent, has that header already.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawCodec;
 
