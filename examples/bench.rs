@@ -31,7 +31,9 @@
 //! Servers run on a runtime of their own (one worker thread), clients on the main thread (a
 //! current-thread runtime), so on 2 cores each side has a core. CPU time per thread comes from
 //! `/proc/thread-self/schedstat`. Paired measurements alternate (A B, B A, A B, ...) and the
-//! median is reported; throughput ratios are medians of the ratios of each pair. The last line
+//! median is reported; throughput ratios are medians of the ratios of each pair, printed with a
+//! distribution-free 95% interval for that median (how far the noise of the machine leaves it
+//! open). The last line
 //! printed is `ratio wrapper/raw: X.XX`, for the one-way workload.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -150,6 +152,38 @@ const RSS_CONSTANT_KIB: u64 = 4 * 1024;
 
 fn median(v: &[f64]) -> f64 {
     percentile(v, 50.0)
+}
+
+/// A distribution-free interval that holds the true median of what `v` samples with at least
+/// 95% probability: the k-th smallest and the k-th largest value, for the largest k with
+/// P(Binomial(n, 1/2) < k) <= 2.5%. For 21 samples that is the 6th and the 16th (97.3%).
+/// `None` for fewer than 6 samples, too few for such an interval.
+fn median_interval(v: &[f64]) -> Option<(f64, f64)> {
+    let n = v.len();
+    let (mut k, mut below, mut p_j) = (0, 0.0, 0.5f64.powi(n as i32));
+    for j in 0..n {
+        // `p_j` is P(X = j); `below` becomes P(X <= j).
+        below += p_j;
+        if below > 0.025 {
+            break;
+        }
+        k = j + 1;
+        p_j *= (n - j) as f64 / (j + 1) as f64;
+    }
+    if k == 0 {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    Some((s[k - 1], s[n - k]))
+}
+
+/// A ratio with its 95% interval, as the result rows print it.
+fn ratio_with_interval(ratios: &[f64]) -> String {
+    match median_interval(ratios) {
+        Some((lo, hi)) => format!("{:.3} (95% interval {lo:.3}-{hi:.3})", median(ratios)),
+        None => format!("{:.3}", median(ratios)),
+    }
 }
 
 /// Nearest-rank percentile.
@@ -1370,7 +1404,7 @@ async fn bench(server_rt: &Handle, sections: &[u32]) {
             );
             row(
                 &format!("{name} ratio wrapper/raw"),
-                format!("{:.3}", pair.ratio),
+                ratio_with_interval(&pair.ratios),
                 ">= 0.95",
                 verdict(pair.ratio >= 0.95),
             );
