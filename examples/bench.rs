@@ -173,23 +173,20 @@ fn median_interval(v: &[f64]) -> Option<(f64, f64)> {
     if k == 0 {
         return None;
     }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    let s = sorted(v);
     Some((s[k - 1], s[n - k]))
 }
 
-/// A ratio with its 95% interval, as the result rows print it.
-fn ratio_with_interval(ratios: &[f64]) -> String {
-    match median_interval(ratios) {
-        Some((lo, hi)) => format!("{:.3} (95% interval {lo:.3}-{hi:.3})", median(ratios)),
-        None => format!("{:.3}", median(ratios)),
-    }
+/// A sorted copy.
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s
 }
 
 /// Nearest-rank percentile.
 fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    let s = sorted(v);
     if s.is_empty() {
         return f64::NAN;
     }
@@ -542,6 +539,16 @@ struct PairResult {
     wrapper_rate: f64,
     ratio: f64,
     ratios: Vec<f64>,
+}
+
+impl PairResult {
+    /// The ratio with its 95% interval, as the result rows print it.
+    fn ratio_text(&self) -> String {
+        match median_interval(&self.ratios) {
+            Some((lo, hi)) => format!("{:.3} (95% interval {lo:.3}-{hi:.3})", self.ratio),
+            None => format!("{:.3}", self.ratio),
+        }
+    }
 }
 
 async fn throughput_pair(
@@ -1404,7 +1411,7 @@ async fn bench(server_rt: &Handle, sections: &[u32]) {
             );
             row(
                 &format!("{name} ratio wrapper/raw"),
-                ratio_with_interval(&pair.ratios),
+                pair.ratio_text(),
                 ">= 0.95",
                 verdict(pair.ratio >= 0.95),
             );
