@@ -114,6 +114,13 @@ fn wire() -> Arc<Mutex<Wire>> {
     Arc::new(Mutex::new(Wire::default()))
 }
 
+/// Asserts that `conn` was written exactly `items`, and that a flush completed all of them.
+fn assert_delivered(conn: &Mutex<Wire>, items: &[&str]) {
+    let wire = conn.lock().unwrap();
+    assert_eq!(wire.written, items);
+    assert_eq!(wire.flushed, items.len());
+}
+
 fn text(item: Option<Result<Message, stream_websocket::Error>>) -> String {
     item.expect("a message")
         .expect("not an error")
@@ -163,7 +170,7 @@ async fn start_send_writes_to_a_ready_transport_at_once() {
         // Kept until the flush that delivers them.
         assert_eq!(stream.pending(), 2);
         stream.flush().await.unwrap();
-        assert_eq!(conn.lock().unwrap().flushed, 2);
+        assert_delivered(&conn, &["a", "b"]);
         assert_eq!(stream.pending(), 0);
     })
     .await;
@@ -181,11 +188,7 @@ async fn an_item_whose_write_fails_goes_out_on_the_next_connection() {
         // start_send cannot report the failure; the flush after it does, and reconnects.
         stream.send(Message::text("x")).await.unwrap();
         assert!(first.lock().unwrap().written.is_empty());
-        {
-            let wire = second.lock().unwrap();
-            assert_eq!(wire.written, ["x"]);
-            assert_eq!(wire.flushed, 1);
-        }
+        assert_delivered(&second, &["x"]);
         assert_eq!(stream.connections(), 2);
         let errors = drain(&mut errors);
         assert_eq!(errors.len(), 1, "{errors:?}");
@@ -217,9 +220,7 @@ async fn items_unflushed_when_the_peer_closes_go_out_on_the_next_connection() {
         // have flushed it to a peer that stopped reading, was not sent.
         assert_eq!(first.lock().unwrap().flushed, 0);
         stream.flush().await.unwrap();
-        let wire = second.lock().unwrap();
-        assert_eq!(wire.written, ["y"]);
-        assert_eq!(wire.flushed, 1);
+        assert_delivered(&second, &["y"]);
         let closes = drain(&mut closes);
         assert_eq!(closes.len(), 1, "{closes:?}");
         assert!(closes[0].error.is_none(), "a clean close: {closes:?}");
