@@ -33,8 +33,8 @@
 //! `/proc/thread-self/schedstat`. Paired measurements alternate (A B, B A, A B, ...) and the
 //! median is reported; throughput ratios are medians of the ratios of each pair, printed with a
 //! distribution-free 95% interval for that median (how far the noise of the machine leaves it
-//! open). The last line
-//! printed is `ratio wrapper/raw: X.XX`, for the one-way workload.
+//! open). The last line printed is `ratio wrapper/raw: X.XX`: the median over all pairs of
+//! section 1, one-way and echo together, as the issue that asked for this bench defines it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
@@ -150,8 +150,14 @@ const RSS_CONSTANT_KIB: u64 = 4 * 1024;
 
 // ----- small helpers ------------------------------------------------------------------------
 
+/// The middle value; for an even count, the mean of the two middle ones.
 fn median(v: &[f64]) -> f64 {
-    percentile(v, 50.0)
+    let s = sorted(v);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }
 
 /// A distribution-free interval that holds the true median of what `v` samples with at least
@@ -544,10 +550,15 @@ struct PairResult {
 impl PairResult {
     /// The ratio with its 95% interval, as the result rows print it.
     fn ratio_text(&self) -> String {
-        match median_interval(&self.ratios) {
-            Some((lo, hi)) => format!("{:.3} (95% interval {lo:.3}-{hi:.3})", self.ratio),
-            None => format!("{:.3}", self.ratio),
-        }
+        ratio_text(self.ratio, &self.ratios)
+    }
+}
+
+/// A median ratio with the 95% interval of the ratios it is the median of.
+fn ratio_text(median: f64, ratios: &[f64]) -> String {
+    match median_interval(ratios) {
+        Some((lo, hi)) => format!("{median:.3} (95% interval {lo:.3}-{hi:.3})"),
+        None => format!("{median:.3}"),
     }
 }
 
@@ -1412,11 +1423,23 @@ async fn bench(server_rt: &Handle, sections: &[u32]) {
             row(
                 &format!("{name} ratio wrapper/raw"),
                 pair.ratio_text(),
-                ">= 0.95",
-                verdict(pair.ratio >= 0.95),
+                "",
+                "",
             );
         }
-        last_ratio = Some(oneway.ratio);
+        // The target is on workload 1 as a whole: the median over the pairs of both parts.
+        let all: Vec<f64> = oneway.ratios.iter().chain(&echo.ratios).copied().collect();
+        let ratio = median(&all);
+        row(
+            &format!(
+                "section 1 ratio wrapper/raw, one-way and echo ({} pairs)",
+                all.len()
+            ),
+            ratio_text(ratio, &all),
+            ">= 0.95",
+            verdict(ratio >= 0.95),
+        );
+        last_ratio = Some(ratio);
     }
 
     // 2. Producer and consumer.
