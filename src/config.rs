@@ -29,6 +29,8 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// Default number of decoded messages read ahead while only the sink side is polled: 256.
 pub const DEFAULT_READ_AHEAD: usize = 256;
+/// Default bound on the frame bytes of the messages read ahead: 8 MiB.
+pub const DEFAULT_READ_AHEAD_BYTES: usize = 8 << 20;
 /// Default capacity of each listener channel, per listener: 64 events.
 pub const DEFAULT_EVENT_CAPACITY: usize = 64;
 
@@ -69,6 +71,7 @@ pub enum UnsentPolicy {
 /// | `close_timeout` | 5 s |
 /// | `queue_capacity` | 1024 items |
 /// | `read_ahead` | 256 messages |
+/// | `read_ahead_bytes` | 8 MiB |
 /// | `event_capacity` | 64 events per listener |
 /// | `unsent_policy` | [`UnsentPolicy::Requeue`] |
 #[derive(Clone)]
@@ -82,6 +85,7 @@ pub struct ReconnectConfig {
     pub(crate) close_timeout: Duration,
     pub(crate) queue_capacity: usize,
     pub(crate) read_ahead: usize,
+    pub(crate) read_ahead_bytes: usize,
     pub(crate) event_capacity: usize,
     pub(crate) unsent_policy: UnsentPolicy,
     pub(crate) classifier: Option<Classifier>,
@@ -107,6 +111,7 @@ impl fmt::Debug for ReconnectConfig {
             .field("close_timeout", &self.close_timeout)
             .field("queue_capacity", &self.queue_capacity)
             .field("read_ahead", &self.read_ahead)
+            .field("read_ahead_bytes", &self.read_ahead_bytes)
             .field("event_capacity", &self.event_capacity)
             .field("unsent_policy", &self.unsent_policy)
             .field("classifier", &self.classifier.as_ref().map(|_| "custom"))
@@ -221,6 +226,7 @@ impl ReconnectConfigBuilder {
                 close_timeout: DEFAULT_CLOSE_TIMEOUT,
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 read_ahead: DEFAULT_READ_AHEAD,
+                read_ahead_bytes: DEFAULT_READ_AHEAD_BYTES,
                 event_capacity: DEFAULT_EVENT_CAPACITY,
                 unsent_policy: UnsentPolicy::Requeue,
                 classifier: None,
@@ -329,10 +335,25 @@ impl ReconnectConfigBuilder {
     }
 
     /// How many decoded messages are read ahead and held while only the sink side is polled
-    /// (reading goes on so pings, pongs and closes are seen). Past it, reading pauses until the
-    /// stream side is polled. Default: 256.
+    /// (reading goes on so pings, pongs and closes are seen). Past it, or past
+    /// [`read_ahead_bytes`](Self::read_ahead_bytes), reading pauses until the stream side is
+    /// polled. Default: 256.
+    ///
+    /// While reading is paused, pongs and Close frames behind the unread messages cannot be seen:
+    /// messages waiting unread do not count as a sign of life, so with keepalive on, a connection
+    /// whose reader stays full is dropped after `ping_interval + pong_timeout` and reconnected
+    /// (the messages read ahead are kept). A sink-only user of a connection whose peer sends
+    /// should read the stream side, or turn keepalive off.
     pub fn read_ahead(mut self, messages: usize) -> Self {
         self.cfg.read_ahead = messages;
+        self
+    }
+
+    /// Bound on the frame bytes of the messages read ahead (see
+    /// [`read_ahead`](Self::read_ahead)): reading pauses once this much waits. One message
+    /// larger than the bound is still read. Default: 8 MiB.
+    pub fn read_ahead_bytes(mut self, bytes: usize) -> Self {
+        self.cfg.read_ahead_bytes = bytes;
         self
     }
 
@@ -402,6 +423,7 @@ impl ReconnectConfigBuilder {
         let sizes = [
             ("queue_capacity", c.queue_capacity),
             ("read_ahead", c.read_ahead),
+            ("read_ahead_bytes", c.read_ahead_bytes),
             ("event_capacity", c.event_capacity),
         ];
         for (name, n) in sizes {

@@ -234,7 +234,16 @@ impl WakerId {
 /// `pong_timeout` of a ping, the connection is dropped as dead and reconnected. Keepalive runs
 /// whenever either side is polled. A sink-only user that is idle between sends is covered at the
 /// next send: its flush notices the stale deadline before anything is flushed, and what the send
-/// wrote goes out again on the next connection.
+/// wrote goes out again on the next connection. Messages read ahead and waiting unread are not
+/// taken as a sign of life: once the read-ahead bound is full, reading pauses, and a peer that
+/// answers no ping within `pong_timeout` is dropped as dead whatever waits unread (see
+/// [`read_ahead`](crate::ReconnectConfigBuilder::read_ahead)).
+///
+/// # Frames sent before a failure
+///
+/// When a write fails or keepalive gives up on a connection, the frames the peer had already
+/// sent and the transport still holds are read first (up to one more read-ahead's worth), so
+/// they reach the stream side before the connection is dropped.
 pub struct ReconnectingStream<F: Connect, C: Codec = PulsarCodec> {
     core: Core<F, C>,
     proxy: Waker,
@@ -277,7 +286,7 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
                 queue: VecDeque::new(),
                 unflushed: Vec::new(),
                 unsent: Vec::new(),
-                inbound: VecDeque::new(),
+                inbound: Inbound::default(),
                 connections: 0,
                 closing: false,
                 close_deadline: None,
@@ -595,7 +604,7 @@ struct Core<F: Connect, C: Codec> {
     /// Handed back to the caller.
     unsent: Vec<C::Out>,
     /// Decoded, not yet yielded.
-    inbound: VecDeque<C::Item>,
+    inbound: Inbound<C::Item>,
     connections: u64,
     /// `close()` was called: never reconnect again.
     closing: bool,
@@ -620,10 +629,71 @@ struct Core<F: Connect, C: Codec> {
 /// What servicing an open connection reads first.
 #[derive(Clone, Copy)]
 enum Read {
-    /// Read until this many decoded messages wait (or the transport has nothing more).
-    UpTo(usize),
+    /// Until one decoded message waits (or the transport has nothing more).
+    One,
+    /// Until the read-ahead limit is reached (or the transport has nothing more).
+    Ahead,
     /// Nothing: the caller just found the transport empty, and it will wake us.
     Nothing,
+}
+
+/// How much may wait decoded in [`Inbound`]: `read_ahead` messages and `read_ahead_bytes`.
+#[derive(Clone, Copy, Debug)]
+struct ReadLimit {
+    messages: usize,
+    bytes: usize,
+}
+
+impl ReadLimit {
+    fn of(config: &ReconnectConfig) -> Self {
+        ReadLimit {
+            messages: config.read_ahead,
+            bytes: config.read_ahead_bytes,
+        }
+    }
+}
+
+/// Decoded messages waiting for the stream side, with the size of the frame each came in.
+struct Inbound<T> {
+    items: VecDeque<(T, usize)>,
+    /// The sum of the frame sizes of `items`.
+    bytes: usize,
+}
+
+impl<T> Default for Inbound<T> {
+    fn default() -> Self {
+        Inbound {
+            items: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> Inbound<T> {
+    #[inline]
+    fn pop(&mut self) -> Option<T> {
+        let (item, len) = self.items.pop_front()?;
+        self.bytes -= len;
+        Some(item)
+    }
+
+    fn push(&mut self, item: T, len: usize) {
+        self.bytes += len;
+        self.items.push_back((item, len));
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether `limit` is reached: no more is read until the stream side takes some.
+    fn is_full(&self, limit: ReadLimit) -> bool {
+        self.items.len() >= limit.messages || self.bytes >= limit.bytes
+    }
 }
 
 /// How servicing an open connection went.
@@ -648,7 +718,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<C::Item, Error>>> {
         // The common cases, kept small: a message read ahead, or, open and nothing waiting
         // either way, a message in the transport.
-        if let Some(item) = self.inbound.pop_front() {
+        if let Some(item) = self.inbound.pop() {
             return Poll::Ready(Some(Ok(item)));
         }
         let mut read = None;
@@ -661,7 +731,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                     return self.poll_next_slow(cx, None);
                 }
                 match read_next(conn, &mut self.codec, &self.events, cx) {
-                    Poll::Ready(Ok(item)) => {
+                    Poll::Ready(Ok((item, _))) => {
                         self.direct_reads += 1;
                         return Poll::Ready(Some(Ok(item)));
                     }
@@ -683,7 +753,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
         mut read: Option<Read>,
     ) -> Poll<Option<Result<C::Item, Error>>> {
         loop {
-            if let Some(item) = self.inbound.pop_front() {
+            if let Some(item) = self.inbound.pop() {
                 return Poll::Ready(Some(Ok(item)));
             }
             if let Some(lost) = self.deferred_loss.take() {
@@ -711,7 +781,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 {
                     match read_next(conn, &mut self.codec, &self.events, cx) {
                         // `inbound` is empty: this is the next message in order.
-                        Poll::Ready(Ok(item)) => {
+                        Poll::Ready(Ok((item, _))) => {
                             self.direct_reads += 1;
                             return Poll::Ready(Some(Ok(item)));
                         }
@@ -722,7 +792,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                         }
                     }
                 }
-                (State::Open(_), None) => Read::UpTo(1),
+                (State::Open(_), None) => Read::One,
                 _ => {
                     // Connect (or wait); once open, read as above.
                     ready!(self.poll_open(cx));
@@ -783,7 +853,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
             if !ready!(self.poll_open(cx)) {
                 continue;
             }
-            if let Err(lost) = self.service(cx, Read::UpTo(self.config.read_ahead)) {
+            if let Err(lost) = self.service(cx, Read::Ahead) {
                 self.connection_lost(lost, cx);
                 continue;
             }
@@ -836,6 +906,17 @@ impl<F: Connect, C: Codec> Core<F, C> {
     #[cold]
     #[inline(never)]
     fn write_failed(&mut self, error: Error, cx: &mut Context<'_>) {
+        if let State::Open(conn) = &mut self.state {
+            let limit = ReadLimit::of(&self.config);
+            salvage_reads(
+                conn,
+                &mut self.inbound,
+                limit,
+                &mut self.codec,
+                &self.events,
+                cx,
+            );
+        }
         self.deferred_loss = Some(Lost::Error(error));
         cx.waker().wake_by_ref();
     }
@@ -849,7 +930,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
             if !ready!(self.poll_open(cx)) {
                 continue;
             }
-            if let Err(lost) = self.service(cx, Read::UpTo(self.config.read_ahead)) {
+            if let Err(lost) = self.service(cx, Read::Ahead) {
                 self.connection_lost(lost, cx);
                 continue;
             }
@@ -1168,39 +1249,59 @@ impl<F: Connect, C: Codec> Core<F, C> {
     // ----- an open connection ----------------------------------------------------------------
 
     /// Reads what is there (as `read` says), checks keepalive, and writes the queue.
+    ///
+    /// Messages read ahead are not taken as a sign of life: once `read_ahead` is full, reading
+    /// pauses, and a peer that answers no ping within `pong_timeout` counts as gone, whatever
+    /// waits unread. When keepalive or a write fails, what the transport still holds (frames the
+    /// peer sent before the failure) is read into `inbound` first, so that none of it is lost.
     fn service(&mut self, cx: &mut Context<'_>, read: Read) -> Result<(), Lost> {
         self.direct_reads = 0;
         let State::Open(conn) = &mut self.state else {
             return Ok(());
         };
-        match read {
-            Read::UpTo(limit) if self.inbound.len() < limit => read_available(
+        let limit = ReadLimit::of(&self.config);
+        let until = match read {
+            Read::One => Some(ReadLimit {
+                messages: 1,
+                bytes: usize::MAX,
+            }),
+            Read::Ahead => Some(limit),
+            Read::Nothing => None,
+        };
+        if let Some(until) = until {
+            read_available(
+                conn,
+                &mut self.inbound,
+                until,
+                &mut self.codec,
+                &self.events,
+                cx,
+            )?;
+        }
+        let serviced = match &mut conn.keepalive {
+            Some(ka) => ka.poll(cx),
+            None => Ok(()),
+        }
+        .and_then(|()| {
+            write_queue(
+                conn,
+                &mut self.queue,
+                &mut self.unflushed,
+                &mut self.codec,
+                cx,
+            )
+        });
+        serviced.map_err(|e| {
+            salvage_reads(
                 conn,
                 &mut self.inbound,
                 limit,
                 &mut self.codec,
                 &self.events,
                 cx,
-            )?,
-            Read::UpTo(_) => {
-                if let Some(ka) = &mut conn.keepalive {
-                    // Unread messages are waiting: the connection is evidently alive.
-                    ka.alive();
-                }
-            }
-            Read::Nothing => {}
-        }
-        if let Some(ka) = &mut conn.keepalive {
-            ka.poll(cx).map_err(Lost::Error)?;
-        }
-        write_queue(
-            conn,
-            &mut self.queue,
-            &mut self.unflushed,
-            &mut self.codec,
-            cx,
-        )
-        .map_err(Lost::Error)
+            );
+            Lost::Error(e)
+        })
     }
 }
 
@@ -1220,23 +1321,53 @@ fn lost_from(e: tungstenite::Error) -> Lost {
     Lost::Error(e.into())
 }
 
-/// Reads until the transport has nothing more or `limit` decoded items wait.
+/// Reads until the transport has nothing more or `inbound` is full.
 fn read_available<T: Transport, C: Codec>(
     conn: &mut Conn<T>,
-    inbound: &mut VecDeque<C::Item>,
-    limit: usize,
+    inbound: &mut Inbound<C::Item>,
+    limit: ReadLimit,
     codec: &mut C,
     events: &EventHub,
     cx: &mut Context<'_>,
 ) -> Result<(), Lost> {
-    while inbound.len() < limit {
+    while !inbound.is_full(limit) {
         match read_next(conn, codec, events, cx) {
-            Poll::Ready(Ok(item)) => inbound.push_back(item),
+            Poll::Ready(Ok((item, len))) => inbound.push(item, len),
             Poll::Ready(Err(lost)) => return Err(lost),
             Poll::Pending => return Ok(()),
         }
     }
     Ok(())
+}
+
+/// A connection failed on the write side (or keepalive gave up on it): reads what the transport
+/// already holds into `inbound`, so the messages the peer sent before the failure still reach
+/// the stream side. Stops when nothing more is there, at the end of the transport, or once
+/// another `limit` worth of messages was read, whichever comes first.
+#[cold]
+#[inline(never)]
+fn salvage_reads<T: Transport, C: Codec>(
+    conn: &mut Conn<T>,
+    inbound: &mut Inbound<C::Item>,
+    limit: ReadLimit,
+    codec: &mut C,
+    events: &EventHub,
+    cx: &mut Context<'_>,
+) {
+    let cap = ReadLimit {
+        messages: inbound.len().saturating_add(limit.messages),
+        bytes: inbound.bytes.saturating_add(limit.bytes),
+    };
+    while !inbound.is_full(cap) {
+        match read_next(conn, codec, events, cx) {
+            Poll::Ready(Ok((item, len))) => inbound.push(item, len),
+            Poll::Ready(Err(_)) | Poll::Pending => return,
+        }
+    }
+    tracing::warn!(
+        messages = inbound.len(),
+        "stopped reading a failed connection at the read-ahead limit; later frames are lost with it"
+    );
 }
 
 /// Reads until the next decoded item. `Pending`: the transport has nothing more for now (and
@@ -1248,7 +1379,7 @@ fn read_next<T: Transport, C: Codec>(
     codec: &mut C,
     events: &EventHub,
     cx: &mut Context<'_>,
-) -> Poll<Result<C::Item, Lost>> {
+) -> Poll<Result<(C::Item, usize), Lost>> {
     loop {
         // Read before polling, so that a wake during the poll reopens the gate.
         let Some(wakes) = conn.reads.open() else {
@@ -1266,8 +1397,9 @@ fn read_next<T: Transport, C: Codec>(
             ka.alive();
         }
         if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            let len = msg.len();
             match codec.decode(msg) {
-                Ok(item) => return Poll::Ready(Ok(item)),
+                Ok(item) => return Poll::Ready(Ok((item, len))),
                 Err(e) => undecodable(events, e),
             }
         } else if let Some(lost) = control_frame(conn, msg, cx) {
