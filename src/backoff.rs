@@ -157,13 +157,17 @@ impl Backoff {
             return d;
         }
         let u = self.rng.next_f64();
-        let jittered = match self.policy.jitter {
-            Jitter::None => d,
-            Jitter::Full => d.mul_f64(u),
-            Jitter::Equal => d / 2 + (d / 2).mul_f64(u),
-            Jitter::Proportional(f) => d.mul_f64(1.0 - f + 2.0 * f * u),
+        let scale = match self.policy.jitter {
+            Jitter::None => return d.min(self.policy.max_delay),
+            Jitter::Full => u,
+            Jitter::Equal => 0.5 + 0.5 * u,
+            Jitter::Proportional(f) => 1.0 - f + 2.0 * f * u,
         };
-        jittered.min(self.policy.max_delay)
+        // In floating point, so that a delay near `Duration::MAX` scaled above 1 saturates at the
+        // maximum instead of overflowing.
+        Duration::try_from_secs_f64(d.as_secs_f64() * scale)
+            .unwrap_or(Duration::MAX)
+            .min(self.policy.max_delay)
     }
 }
 
@@ -259,6 +263,30 @@ mod tests {
             mins.iter().any(|m| *m != first),
             "every instance drew the same minimum"
         );
+    }
+
+    #[test]
+    fn every_jitter_saturates_at_a_huge_max() {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Proportional(1.0),
+        ] {
+            let p = BackoffPolicy {
+                jitter,
+                ..policy(1, 0, 2.0, None)
+            };
+            let p = BackoffPolicy {
+                max_delay: Duration::MAX,
+                min_delay: MinDelay::Fixed(Duration::MAX),
+                ..p
+            };
+            let mut b = Backoff::new(p, 9);
+            for _ in 0..50 {
+                assert!(b.next_delay().unwrap() <= Duration::MAX);
+            }
+        }
     }
 
     #[test]

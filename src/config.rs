@@ -235,14 +235,15 @@ impl ReconnectConfigBuilder {
     }
 
     /// A fixed minimum delay: the wait before the second retry, which then grows by the factor.
-    /// Default: drawn per instance from [1 s, 5 s] (see [`min_delay_range`](Self::min_delay_range)).
+    /// Must be greater than zero. Default: drawn per instance from [1 s, 5 s] (see
+    /// [`min_delay_range`](Self::min_delay_range)).
     pub fn min_delay(mut self, min: Duration) -> Self {
         self.cfg.backoff.min_delay = MinDelay::Fixed(min);
         self
     }
 
-    /// A minimum delay drawn uniformly from `[low, high]` once per stream instance.
-    /// Default: [1 s, 5 s].
+    /// A minimum delay drawn uniformly from `[low, high]` once per stream instance; `low` must
+    /// be greater than zero. Default: [1 s, 5 s].
     pub fn min_delay_range(mut self, low: Duration, high: Duration) -> Self {
         self.cfg.backoff.min_delay = MinDelay::Random { low, high };
         self
@@ -301,7 +302,8 @@ impl ReconnectConfigBuilder {
         self
     }
 
-    /// Send a WebSocket Ping this often. Default: 20 s.
+    /// Send a WebSocket Ping this often. Any positive duration works, up to `Duration::MAX`
+    /// (which never pings). Default: 20 s.
     pub fn ping_interval(mut self, interval: Duration) -> Self {
         self.cfg.ping_interval = Some(interval);
         self
@@ -394,6 +396,14 @@ impl ReconnectConfigBuilder {
             if low > high {
                 return Err(ConfigError::MinDelayRange { low, high });
             }
+        }
+        // A zero minimum would make every delay zero: retries as fast as the factory fails.
+        let lowest = match b.min_delay {
+            MinDelay::Fixed(d) => d,
+            MinDelay::Random { low, .. } => low,
+        };
+        if lowest.is_zero() {
+            return Err(ConfigError::Zero("min_delay"));
         }
         if b.min_delay.upper() > b.max_delay {
             return Err(ConfigError::MinAboveMax {

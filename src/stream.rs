@@ -535,6 +535,13 @@ impl<T> Conn<T> {
     }
 }
 
+/// `at + after`, or a point some thirty years away where that overflows (as tokio's `sleep`
+/// does), so that any duration setting works.
+fn later(at: Instant, after: Duration) -> Instant {
+    at.checked_add(after)
+        .unwrap_or_else(|| at + Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// Ping schedule and dead-connection detection for one connection.
 struct Keepalive {
     interval: Duration,
@@ -548,7 +555,7 @@ struct Keepalive {
 
 impl Keepalive {
     fn new(interval: Duration, timeout: Duration, now: Instant) -> Self {
-        let next_ping = now + interval;
+        let next_ping = later(now, interval);
         Keepalive {
             interval,
             timeout,
@@ -564,17 +571,17 @@ impl Keepalive {
         while self.timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             if let Some(since) = self.outstanding {
-                if now >= since + self.timeout {
+                if now >= later(since, self.timeout) {
                     return Err(Error::KeepaliveTimeout(self.timeout));
                 }
             }
             if now >= self.next_ping {
                 self.ping_due = true;
-                self.next_ping = now + self.interval;
+                self.next_ping = later(now, self.interval);
                 self.outstanding.get_or_insert(now);
             }
             let deadline = match self.outstanding {
-                Some(since) => (since + self.timeout).min(self.next_ping),
+                Some(since) => later(since, self.timeout).min(self.next_ping),
                 None => self.next_ping,
             };
             self.timer.as_mut().reset(deadline);
@@ -1027,16 +1034,32 @@ impl<F: Connect, C: Codec> Core<F, C> {
 
     /// Drives connecting and backoff. `Ready(true)`: a connection is open (or closing);
     /// `Ready(false)`: the stream is done; `Pending`: waiting for a timer or the factory.
+    ///
+    /// One call starts at most [`ATTEMPTS_PER_POLL`] attempts: after that many failed at once
+    /// it yields (waking itself), as tokio's cooperative budget would, so a factory that fails
+    /// immediately never keeps the caller's task from the executor.
     fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut attempts = 0;
         loop {
-            match &mut self.state {
+            let start = match &mut self.state {
                 State::Open(_) | State::Closing { .. } => return Poll::Ready(true),
                 State::Done => return Poll::Ready(false),
-                State::Idle => self.start_attempt(),
+                State::Idle => true,
                 State::Backoff(sleep) => {
                     ready!(sleep.as_mut().poll(cx));
-                    self.start_attempt();
+                    true
                 }
+                State::Connecting { .. } => false,
+            };
+            if start {
+                if attempts == ATTEMPTS_PER_POLL {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                attempts += 1;
+                self.start_attempt();
+            }
+            match &mut self.state {
                 State::Connecting { fut, deadline } => match fut.as_mut().poll(cx) {
                     Poll::Ready(Ok(transport)) => self.opened(transport),
                     Poll::Ready(Err(e)) => self.attempt_failed(e, cx),
@@ -1046,6 +1069,8 @@ impl<F: Connect, C: Codec> Core<F, C> {
                         self.attempt_failed(Error::ConnectTimeout(timeout), cx);
                     }
                 },
+                // Unreachable: an attempt was just started or is in progress.
+                _ => {}
             }
         }
     }
@@ -1304,6 +1329,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
         })
     }
 }
+
+/// How many connection attempts one poll may start before it yields: the first, and one
+/// immediate retry.
+const ATTEMPTS_PER_POLL: u32 = 2;
 
 /// What follows a failure.
 enum Plan {
