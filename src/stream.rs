@@ -1059,8 +1059,9 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 attempts += 1;
                 self.start_attempt();
             }
-            match &mut self.state {
-                State::Connecting { fut, deadline } => match fut.as_mut().poll(cx) {
+            // An attempt was just started or is in progress.
+            if let State::Connecting { fut, deadline } = &mut self.state {
+                match fut.as_mut().poll(cx) {
                     Poll::Ready(Ok(transport)) => self.opened(transport),
                     Poll::Ready(Err(e)) => self.attempt_failed(e, cx),
                     Poll::Pending => {
@@ -1068,9 +1069,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                         let timeout = self.config.connect_timeout;
                         self.attempt_failed(Error::ConnectTimeout(timeout), cx);
                     }
-                },
-                // Unreachable: an attempt was just started or is in progress.
-                _ => {}
+                }
             }
         }
     }
