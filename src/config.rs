@@ -48,7 +48,8 @@ pub enum UnsentPolicy {
     Requeue,
     /// Move them, and everything still queued, to the unsent list that
     /// [`take_unsent`](crate::ReconnectingStream::take_unsent) returns. For protocols that resend
-    /// by themselves, such as the confirming producer.
+    /// by themselves, such as the confirming producer. Items handed back count against
+    /// `queue_capacity` until they are taken, so `poll_ready` waits while the list is full.
     HandBack,
 }
 
@@ -148,6 +149,10 @@ impl ReconnectConfig {
     /// See [`ReconnectConfigBuilder::queue_capacity`].
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity
+    }
+    /// See [`ReconnectConfigBuilder::unsent_policy`].
+    pub fn unsent_policy(&self) -> UnsentPolicy {
+        self.unsent_policy
     }
 
     /// How an error is handled: the custom classifier if one is set, else

@@ -366,8 +366,15 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
     /// Takes back the items that will not be sent: those left when the stream closed or stopped,
     /// and, under [`UnsentPolicy::HandBack`], those whose connection died. In the order they were
     /// accepted.
+    ///
+    /// Until they are taken, items handed back count against `queue_capacity`: a full list makes
+    /// `poll_ready` wait, and taking it wakes the task waiting there.
     pub fn take_unsent(&mut self) -> Vec<C::Out> {
-        mem::take(&mut self.core.unsent)
+        let unsent = mem::take(&mut self.core.unsent);
+        if !unsent.is_empty() {
+            self.proxy.wake_by_ref();
+        }
+        unsent
     }
 
     /// Drops the current connection (if any) and connects again at once with a fresh retry count.
@@ -826,8 +833,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
         self.failure.clone().unwrap_or(Error::Closed)
     }
 
+    /// Items handed back count against the bound until they are taken, so that under
+    /// [`UnsentPolicy::HandBack`] a user who never takes them cannot pile them up.
     fn has_room(&self) -> bool {
-        self.queue.len() + self.unflushed.len() < self.config.queue_capacity
+        self.queue.len() + self.unflushed.len() + self.unsent.len() < self.config.queue_capacity
     }
 
     /// `poll_ready`'s answer when it is `Ready(Ok)` without any work: nothing to handle first and

@@ -121,3 +121,64 @@ async fn every_jitter_works_with_a_maximal_delay() {
         assert_eq!(delays[0], Duration::ZERO);
     }
 }
+
+/// A stream whose connections all stall (the server reads nothing, so 100 KiB items fill the
+/// pipe and are never flushed) and die by keepalive: each dead connection hands back what it
+/// held.
+#[tokio::test(start_paused = true)]
+async fn handed_back_items_count_against_the_queue_bound() {
+    use futures::SinkExt;
+    use stream_websocket::{Outgoing, Publish, UnsentPolicy};
+
+    let stall = Outcome::Stall {
+        uptime: Duration::from_secs(3600),
+    };
+    let script = Script::new(std::iter::repeat_n(stall, 20));
+    let config = ReconnectConfig::builder()
+        .min_delay(Duration::from_secs(1))
+        .ping_interval(Duration::from_secs(5))
+        .pong_timeout(Duration::from_secs(5))
+        .queue_capacity(4)
+        .unsent_policy(UnsentPolicy::HandBack)
+        .build()
+        .unwrap();
+    let mut stream = ReconnectingStream::with_config(script.factory(), config);
+    let big =
+        |i: usize| Outgoing::Publish(Publish::new(vec![b'x'; 100 * 1024]).context(i.to_string()));
+    let mut accepted = 0;
+    for i in 0..12 {
+        let fed = tokio::time::timeout(Duration::from_secs(60), stream.feed(big(i))).await;
+        match fed {
+            Ok(Ok(())) => accepted += 1,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => break,
+        }
+    }
+    let unsent = stream.take_unsent();
+    assert!(
+        accepted <= 4 && unsent.len() + stream.pending() <= 4,
+        "accepted {accepted}, {} handed back, {} pending: beyond the bound of 4",
+        unsent.len(),
+        stream.pending()
+    );
+    assert!(
+        !unsent.is_empty(),
+        "the dead connection handed its items back"
+    );
+    // Taking them frees the room: the next item is accepted at once.
+    let fed = tokio::time::timeout(Duration::from_millis(1), stream.feed(big(99))).await;
+    assert!(matches!(fed, Ok(Ok(()))), "{fed:?}");
+}
+
+#[test]
+fn a_consumer_always_requeues_its_acks() {
+    use stream_websocket::gdn::Consumer;
+    use stream_websocket::UnsentPolicy;
+
+    let config = ReconnectConfig::builder()
+        .unsent_policy(UnsentPolicy::HandBack)
+        .build()
+        .unwrap();
+    let consumer = Consumer::with_config(failing(Arc::default()), config);
+    assert_eq!(consumer.config().unsent_policy(), UnsentPolicy::Requeue);
+}

@@ -9,7 +9,7 @@ use futures::stream::FusedStream;
 use futures::{SinkExt, Stream, StreamExt};
 
 use crate::codec::{ConsumerMessage, Incoming, MessageId, Outgoing};
-use crate::config::ReconnectConfig;
+use crate::config::{ReconnectConfig, UnsentPolicy};
 use crate::error::Error;
 use crate::event::{CloseEvent, Event, Listener, OpenEvent, ReconnectingEvent};
 use crate::stream::{Connect, ReconnectingStream};
@@ -115,7 +115,12 @@ impl<F: Connect> Consumer<F> {
     }
 
     /// A consumer with these connection settings.
-    pub fn with_config(factory: F, config: ReconnectConfig) -> Self {
+    ///
+    /// The consumer always uses [`UnsentPolicy::Requeue`]: acknowledgements written to a
+    /// connection that dies are written again on the next one, so none is left behind where
+    /// nobody would take it (a `HandBack` policy in `config` is overridden).
+    pub fn with_config(factory: F, mut config: ReconnectConfig) -> Self {
+        config.unsent_policy = UnsentPolicy::Requeue;
         Consumer {
             stream: ReconnectingStream::with_config(factory, config),
             seen: RecentIds::new(DEFAULT_REMEMBERED_IDS),
@@ -178,6 +183,11 @@ impl<F: Connect> Consumer<F> {
     /// redelivered).
     pub async fn close(&mut self) -> Result<(), Error> {
         self.stream.close().await
+    }
+
+    /// The connection settings in use.
+    pub fn config(&self) -> &ReconnectConfig {
+        self.stream.config()
     }
 
     /// The counters so far.
