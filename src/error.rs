@@ -57,8 +57,10 @@ pub enum Error {
     /// message would be redelivered and fail again.
     #[error("message too large: {0}")]
     Capacity(#[source] Arc<tungstenite::Error>),
-    /// TLS failed: the server's certificate was refused (unknown issuer, wrong name, expired) or
-    /// the TLS configuration is unusable. Ends the stream: retrying cannot fix it.
+    /// TLS failed in the handshake: a certificate was refused (unknown issuer, wrong name,
+    /// expired), or the peer shares no protocol version or cipher suite with us. Ends the
+    /// stream: retrying cannot fix it. TLS failures on an established connection (a bad record,
+    /// a decrypt error, an alert) are reported as [`Error::Io`] and retried.
     #[error("TLS error: {0}")]
     Tls(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The URL cannot be used (bad scheme, no host, TLS support not compiled in). Ends the
@@ -198,11 +200,36 @@ impl From<tungstenite::Error> for Error {
     }
 }
 
-/// rustls reports a refused certificate as an I/O error wrapping its own error.
+/// Whether an I/O error is a TLS failure that retrying cannot fix. rustls reports its errors as
+/// I/O errors wrapping its own. A refused certificate (ours or the peer's), or a peer that
+/// shares no protocol version or cipher with us, can only happen in the handshake and fails the
+/// same way every time: permanent. Anything else (a bad record, a decrypt error or an alert on
+/// an established connection) is a broken connection like any other: retried, as `Error::Io`.
 fn is_tls_failure(io: &io::Error) -> bool {
     #[cfg(feature = "rustls")]
-    if let Some(inner) = io.get_ref() {
-        return inner.downcast_ref::<rustls::Error>().is_some();
+    if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        use rustls::AlertDescription as A;
+        return match tls {
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+            | rustls::Error::InvalidCertRevocationList(_)
+            | rustls::Error::PeerIncompatible(_) => true,
+            rustls::Error::AlertReceived(alert) => matches!(
+                alert,
+                A::BadCertificate
+                    | A::UnsupportedCertificate
+                    | A::CertificateRevoked
+                    | A::CertificateExpired
+                    | A::CertificateUnknown
+                    | A::UnknownCA
+                    | A::CertificateRequired
+                    | A::HandshakeFailure
+                    | A::ProtocolVersion
+                    | A::InsufficientSecurity
+            ),
+            _ => false,
+        };
     }
     let _ = io;
     false
@@ -242,6 +269,40 @@ mod tests {
             .body(Some(b"Failed to authenticate".to_vec()))
             .unwrap();
         tungstenite::Error::Http(Box::new(resp)).into()
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn handshake_tls_failures_stop_and_mid_connection_ones_are_retried() {
+        use rustls::{AlertDescription, CertificateError};
+        let wrap = |e: rustls::Error| -> Error {
+            tungstenite::Error::Io(io::Error::new(io::ErrorKind::InvalidData, e)).into()
+        };
+        let permanent = [
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+            rustls::Error::NoCertificatesPresented,
+            rustls::Error::AlertReceived(AlertDescription::BadCertificate),
+            rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+        ];
+        for e in permanent {
+            let text = format!("{e:?}");
+            let err = wrap(e);
+            assert!(matches!(err, Error::Tls(_)), "{text}: {err:?}");
+            assert_eq!(err.default_disposition(), Disposition::Stop, "{text}");
+        }
+        let transient = [
+            rustls::Error::DecryptError,
+            rustls::Error::AlertReceived(AlertDescription::DecodeError),
+            rustls::Error::AlertReceived(AlertDescription::InternalError),
+            rustls::Error::General("connection broke".into()),
+        ];
+        for e in transient {
+            let text = format!("{e:?}");
+            let err = wrap(e);
+            assert!(matches!(err, Error::Io(_)), "{text}: {err:?}");
+            assert_eq!(err.default_disposition(), Disposition::Retry, "{text}");
+        }
     }
 
     #[test]
