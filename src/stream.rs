@@ -242,7 +242,7 @@ impl WakerId {
 /// # Frames sent before a failure
 ///
 /// When a write fails or keepalive gives up on a connection, the frames the peer had already
-/// sent and the transport still holds are read first (up to one more read-ahead's worth), so
+/// sent and the transport still holds are read first (up to another `read_ahead_bytes`), so
 /// they reach the stream side before the connection is dropped.
 pub struct ReconnectingStream<F: Connect, C: Codec = PulsarCodec> {
     core: Core<F, C>,
@@ -1380,7 +1380,8 @@ fn read_available<T: Transport, C: Codec>(
 /// A connection failed on the write side (or keepalive gave up on it): reads what the transport
 /// already holds into `inbound`, so the messages the peer sent before the failure still reach
 /// the stream side. Stops when nothing more is there, at the end of the transport, or once
-/// another `limit` worth of messages was read, whichever comes first.
+/// another `read_ahead_bytes` was read, whichever comes first. (Not at `read_ahead` messages:
+/// what a dead connection holds is finite, and anything left unread here is lost.)
 #[cold]
 #[inline(never)]
 fn salvage_reads<T: Transport, C: Codec>(
@@ -1392,7 +1393,7 @@ fn salvage_reads<T: Transport, C: Codec>(
     cx: &mut Context<'_>,
 ) {
     let cap = ReadLimit {
-        messages: inbound.len().saturating_add(limit.messages),
+        messages: usize::MAX,
         bytes: inbound.bytes.saturating_add(limit.bytes),
     };
     while !inbound.is_full(cap) {
@@ -1403,7 +1404,7 @@ fn salvage_reads<T: Transport, C: Codec>(
     }
     tracing::warn!(
         messages = inbound.len(),
-        "stopped reading a failed connection at the read-ahead limit; later frames are lost with it"
+        "stopped reading a failed connection at the read-ahead byte limit; later frames are lost with it"
     );
 }
 

@@ -26,6 +26,19 @@
 //! | 1 | number of scripted outcomes: n % 13 |
 //! | 6 each | outcome: kind % 5 (fail, permanent, hang, open, slow open), frames % 8, uptime (2 bytes) % 3000 ms, end % 3 (drop, close without status, close 1000), open delay (1 byte) scaled below the connect timeout |
 //! | 1 each | after each message received: feed one more item if odd |
+//!
+//! When the unsent-policy byte's top bit is set, the last four bytes of the input are not feed
+//! flags but an extension (so the seeds written before it keep their meaning):
+//!
+//! | byte | meaning |
+//! |---|---|
+//! | e0 | bits 0–1: keepalive (0 off; 1 and 3 short, from e1; 2 `Duration::MAX` for both); bit 2: min delay 1 ns; bit 3: max delay `Duration::MAX`; bit 4: min uptime `Duration::MAX` |
+//! | e1 | short keepalive: ping interval 1 + 20·n ms, pong timeout 1 + 10·n ms |
+//! | e2 | read-ahead: 1 + n % 8 messages |
+//! | e3 | a sink-only phase first: the driver sends (feed, then flush) one item a second for n % 16 seconds without reading the stream side |
+//!
+//! With the extension and a short keepalive, an outcome whose end byte has bit 7 set goes
+//! silent instead of ending: its server neither reads nor closes, and keepalive must notice.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -82,6 +95,16 @@ pub enum End {
     CloseNoStatus,
     /// A Close frame 1000.
     CloseNormal,
+    /// Neither read nor close: the connection goes silent (half-open). Only with a short
+    /// keepalive, which must end it.
+    Silent,
+}
+
+/// Keepalive as the scenario sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keepalive {
+    Off,
+    On { ping: Duration, pong: Duration },
 }
 
 /// What one factory call does.
@@ -119,14 +142,18 @@ pub struct Scenario {
     pub initial_items: usize,
     pub steps: Vec<Step>,
     pub feed_after_message: Vec<bool>,
+    pub keepalive: Keepalive,
+    pub read_ahead: usize,
+    /// Seconds of sending without reading, before the driver starts reading.
+    pub sink_only_secs: u64,
 }
 
 impl Scenario {
     pub fn decode(data: &[u8]) -> Scenario {
         let mut i = Input(data);
-        let min_ms = 1 + i.ms(2000);
+        let mut min_delay = Duration::from_millis(1 + i.ms(2000));
         let factor = 1.0 + 2.0 * f64::from(i.u8()) / 255.0;
-        let max_ms = min_ms + i.ms(4000);
+        let mut max_delay = min_delay + Duration::from_millis(i.ms(4000));
         let max_retries = match i.u8() % 7 {
             6 => None,
             n => Some(u32::from(n)),
@@ -139,14 +166,51 @@ impl Scenario {
             2 => Jitter::Equal,
             _ => Jitter::Proportional(f64::from(fraction) / 255.0),
         };
-        let min_uptime = Duration::from_millis(i.ms(3000));
+        let mut min_uptime = Duration::from_millis(i.ms(3000));
         let connect_ms = 1 + i.ms(3000);
         let queue_capacity = 1 + usize::from(i.u8() % 8);
-        let policy = if i.u8() % 2 == 0 {
+        let policy_byte = i.u8();
+        let policy = if policy_byte % 2 == 0 {
             UnsentPolicy::Requeue
         } else {
             UnsentPolicy::HandBack
         };
+        // The extension, if flagged, is the last four bytes.
+        let extension = (policy_byte & 0x80 != 0 && i.0.len() >= 4).then(|| {
+            let (rest, ext) = i.0.split_at(i.0.len() - 4);
+            i.0 = rest;
+            [ext[0], ext[1], ext[2], ext[3]]
+        });
+        let mut keepalive = Keepalive::Off;
+        let mut read_ahead = 256;
+        let mut sink_only_secs = 0;
+        if let Some([e0, e1, e2, e3]) = extension {
+            keepalive = match e0 % 4 {
+                0 => Keepalive::Off,
+                2 => Keepalive::On {
+                    ping: Duration::MAX,
+                    pong: Duration::MAX,
+                },
+                _ => Keepalive::On {
+                    ping: Duration::from_millis(1 + 20 * u64::from(e1)),
+                    pong: Duration::from_millis(1 + 10 * u64::from(e1)),
+                },
+            };
+            if e0 & 4 != 0 {
+                min_delay = Duration::from_nanos(1);
+                max_delay = max_delay.max(min_delay);
+            }
+            if e0 & 8 != 0 {
+                max_delay = Duration::MAX;
+            }
+            if e0 & 16 != 0 {
+                min_uptime = Duration::MAX;
+            }
+            read_ahead = 1 + usize::from(e2 % 8);
+            sink_only_secs = u64::from(e3 % 16);
+        }
+        let short_keepalive =
+            matches!(keepalive, Keepalive::On { pong, .. } if pong < Duration::MAX);
         let initial_items = usize::from(i.u8() % 8);
         let count = i.u8() % 13;
         let mut steps = Vec::new();
@@ -154,7 +218,9 @@ impl Scenario {
             let kind = i.u8() % 5;
             let frames = usize::from(i.u8() % 8);
             let uptime = Duration::from_millis(i.ms(3000));
-            let end = match i.u8() % 3 {
+            let end_byte = i.u8();
+            let end = match end_byte % 3 {
+                _ if short_keepalive && end_byte & 0x80 != 0 => End::Silent,
                 0 => End::Drop,
                 1 => End::CloseNoStatus,
                 _ => End::CloseNormal,
@@ -181,9 +247,9 @@ impl Scenario {
         }
         let feed_after_message = i.0.iter().map(|b| b % 2 == 1).collect();
         Scenario {
-            min_delay: Duration::from_millis(min_ms),
+            min_delay,
             factor,
-            max_delay: Duration::from_millis(max_ms),
+            max_delay,
             max_retries,
             jitter,
             seed: u64::from(fraction),
@@ -194,7 +260,28 @@ impl Scenario {
             initial_items,
             steps,
             feed_after_message,
+            keepalive,
+            read_ahead,
+            sink_only_secs,
         }
+    }
+
+    /// Virtual time after which a run counts as hung: every step at its longest (connect
+    /// timeout, the longest delay it can follow, uptime, keepalive), plus the sink-only phase.
+    fn hang_bound(&self) -> Duration {
+        let keepalive = match self.keepalive {
+            Keepalive::On { ping, pong } if pong < Duration::MAX => {
+                ping.as_secs_f64() + pong.as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let mut total = 60.0 + self.sink_only_secs as f64;
+        for n in 0..=self.steps.len() {
+            let grown = self.min_delay.as_secs_f64() * self.factor.powi(n as i32);
+            let delay = (2.0 * grown).min(self.max_delay.as_secs_f64());
+            total += self.connect_timeout.as_secs_f64() + delay + 3.0 + keepalive;
+        }
+        Duration::try_from_secs_f64(total.min(1e12)).unwrap_or(Duration::MAX)
     }
 
     fn config(&self) -> ReconnectConfig {
@@ -206,10 +293,14 @@ impl Scenario {
             .seed(self.seed)
             .min_uptime(self.min_uptime)
             .connect_timeout(self.connect_timeout)
-            .no_keepalive()
             .queue_capacity(self.queue_capacity)
+            .read_ahead(self.read_ahead)
             .event_capacity(4096)
             .unsent_policy(self.policy);
+        b = match self.keepalive {
+            Keepalive::Off => b.no_keepalive(),
+            Keepalive::On { ping, pong } => b.ping_interval(ping).pong_timeout(pong),
+        };
         b = match self.max_retries {
             Some(n) => b.max_retries(n),
             None => b.unlimited_retries(),
@@ -235,6 +326,8 @@ struct Record {
     /// Per opened connection: item numbers the server received.
     received: BTreeMap<usize, Vec<usize>>,
     opened: usize,
+    /// Connections that went silent: items flushed into them may never be read.
+    silent: usize,
 }
 
 /// The outgoing item number `i`: an ack with id `item-<i>`.
@@ -366,6 +459,11 @@ async fn serve(
             .or_default()
             .push(id);
     }
+    if end == End::Silent {
+        // Half-open: hold the socket, read nothing (no pongs), never close.
+        record.lock().unwrap().silent += 1;
+        std::future::pending::<()>().await;
+    }
     let deadline = tokio::time::sleep(uptime);
     tokio::pin!(deadline);
     loop {
@@ -382,7 +480,7 @@ async fn serve(
         record_received(&record, conn, &m);
     }
     match end {
-        End::Drop => drop(ws),
+        End::Drop | End::Silent => drop(ws),
         End::CloseNoStatus | End::CloseNormal => {
             let frame = (end == End::CloseNormal).then(|| CloseFrame {
                 code: CloseCode::Normal,
@@ -398,10 +496,6 @@ async fn serve(
         }
     }
 }
-
-/// Virtual time after which a run counts as hung. A legitimate run takes at most
-/// 13 × (3 s connect + 6 s delay + 3 s uptime).
-const HANG: Duration = Duration::from_secs(3600);
 
 /// Runs the scenario of `data` on a fresh paused-clock runtime and checks every invariant.
 /// Panics on a violation.
@@ -450,6 +544,17 @@ async fn run(s: Scenario) {
         let mut feeds = s.feed_after_message.iter();
         let mut to_feed = s.initial_items;
         let mut messages = Vec::new();
+        // A sink-only user first: sends, never reads, so the read-ahead fills.
+        for _ in 0..s.sink_only_secs {
+            let n = next_item;
+            next_item += 1;
+            match stream.feed(item(n)).await {
+                Ok(()) => accepted.push(n),
+                Err(_) => refused.push(n),
+            }
+            let _ = stream.flush().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         loop {
             for _ in 0..std::mem::take(&mut to_feed) {
                 let n = next_item;
@@ -472,7 +577,7 @@ async fn run(s: Scenario) {
             }
         }
     };
-    let (messages, end) = tokio::time::timeout(HANG, drive)
+    let (messages, end) = tokio::time::timeout(s.hang_bound(), drive)
         .await
         .unwrap_or_else(|_| panic!("the stream hung: {s:?}"));
 
@@ -519,7 +624,7 @@ async fn run(s: Scenario) {
 fn check_timeline(s: &Scenario, order: &[(Instant, Entry)], timed: &[(Instant, Event)]) {
     let mut times = timed.iter();
     let ms1 = Duration::from_millis(1);
-    let within = |gap: Duration, low: Duration| gap >= low && gap <= low + ms1;
+    let within = |gap: Duration, low: Duration| gap >= low && gap <= low.saturating_add(ms1);
 
     let mut calls = 0usize;
     let mut reconnecting = 0usize;
@@ -549,7 +654,10 @@ fn check_timeline(s: &Scenario, order: &[(Instant, Entry)], timed: &[(Instant, E
                         within(gap, delay),
                         "call {calls} came {gap:?} after a scheduled delay of {delay:?}"
                     );
-                    assert!(gap <= s.max_delay + ms1, "gap {gap:?} over the maximum");
+                    assert!(
+                        gap <= s.max_delay.saturating_add(ms1),
+                        "gap {gap:?} over the maximum"
+                    );
                 }
                 attempt = Some((*call_time, *step));
             }
@@ -680,7 +788,19 @@ fn check_items(
     );
     let mut all: Vec<usize> = received.iter().chain(unsent).copied().collect();
     all.sort_unstable();
-    assert_eq!(all, accepted, "received {received:?} + unsent {unsent:?}");
+    if record.silent == 0 {
+        assert_eq!(all, accepted, "received {received:?} + unsent {unsent:?}");
+    } else {
+        // Items flushed into a silent connection sit unread in its socket: a flush means
+        // "written", not "delivered". Everything else is accounted for, once.
+        let mut rest = accepted.iter();
+        for n in &all {
+            assert!(
+                rest.any(|a| a == n),
+                "item {n} was not accepted, or came twice: received {received:?} + unsent {unsent:?}"
+            );
+        }
+    }
     for n in refused {
         assert!(!all.contains(n), "refused item {n} was used");
     }
