@@ -2,16 +2,32 @@
 //!
 //! # How it works
 //!
-//! One state machine, driven from inside `poll_next` and the `Sink` methods (no background task):
+//! One state machine, driven from inside `poll_next` and the `Sink` methods (no background task).
+//! Its states are the variants of `State`, each holding what it needs, and `Core::transition` is
+//! the one `match` that moves between them:
 //!
 //! ```text
-//!            ┌──────── delay 0 ────────┐
-//!            ▼                         │
-//!   Idle ─▶ Connecting ─ok─▶ Open ─lost┴▶ Backoff(delay) ─▶ Connecting …
-//!              │  ▲  fail/timeout        │ close()
-//!              │  └── Backoff ◀──────────┤
-//!              └─ fatal / gave up ─▶ Done ◀── Closing ◀┘
+//!            ┌───────────── retry, delay 0 ─────────────┐
+//!            ▼                                          │
+//!   ┌───▶ Idle ─attempt─▶ Connecting ─opened─▶ Open ─lost┴─▶ Backoff ─attempt─▶ Connecting …
+//!   │                      │      ▲ retry, delay > 0 ─────┘  │      │
+//!   │                      └──failed/timeout──▶ (retry) ─────┘      │ lost later (start_send,
+//!   │                                           │                   ▼ or messages still waiting)
+//!   │ reconnect()            permanent error,   │            Open { lost } ─settle─▶ as "lost"
+//!   │ (unless closed)        retry cap reached  ▼
+//!   └──────────────────────────────────────── Done ◀─close done/timeout── Closing ◀─close()─ Open
 //! ```
+//!
+//! | from | on | to |
+//! |---|---|---|
+//! | `Idle`, `Backoff` (delay passed) | attempt | `Connecting` |
+//! | `Connecting` | opened | `Open` |
+//! | `Connecting` | failed, timed out | `Idle` (retry now), `Backoff` (retry later), `Done` |
+//! | `Open` | lost | `Idle`, `Backoff`, `Done`, as above |
+//! | `Open` | lost later | `Open { lost }`, until the stream side has taken what the connection delivered (the sink side settles it at once) |
+//! | `Open` | close | `Closing`, bounded by `close_timeout`, then `Done` |
+//! | `Idle`, `Backoff`, `Connecting`, `Open { lost }` | close | `Done` |
+//! | any but `Closing` and a closed `Done` | reconnect | `Idle` |
 //!
 //! Whichever side is polled drives everything: connecting, backoff timers, keepalive pings,
 //! reading (so pongs and closes are seen even by a sink-only user) and writing the queue. When the
@@ -23,12 +39,13 @@ use std::fmt;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll, RawWakerVTable, Wake, Waker};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use futures::stream::FusedStream;
+use futures::task::AtomicWaker;
 use futures::{Sink, Stream, TryFutureExt};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -95,8 +112,8 @@ where
 /// polling the `Sink` side. Inner futures and the transport get a waker that wakes both.
 #[derive(Debug, Default)]
 struct WakerPair {
-    read: WakerSlot,
-    write: WakerSlot,
+    read: AtomicWaker,
+    write: AtomicWaker,
     /// How many times it was woken: see [`ReadGate`].
     wakes: AtomicUsize,
 }
@@ -110,80 +127,6 @@ impl Wake for WakerPair {
         self.wakes.fetch_add(1, Ordering::Release);
         self.read.wake();
         self.write.wake();
-    }
-}
-
-/// The waker of one side: taken when woken, like `AtomicWaker`, but the side can tell without
-/// a read-modify-write whether the waker it registered is still there, so an unchanged waker is
-/// not registered again on every poll (once per message on a busy stream).
-#[derive(Debug)]
-struct WakerSlot {
-    waker: Mutex<Option<Waker>>,
-    /// Whether the slot is empty (nothing registered yet, or taken by a wake). Written only
-    /// with the lock held, so it always matches the slot once the lock is released.
-    empty: AtomicBool,
-}
-
-impl Default for WakerSlot {
-    fn default() -> Self {
-        WakerSlot {
-            waker: Mutex::new(None),
-            empty: AtomicBool::new(true),
-        }
-    }
-}
-
-impl WakerSlot {
-    /// Makes `waker` the one to wake. `registered` identifies what this side registered last.
-    ///
-    /// Skipping is sound: if `empty` still reads false, our waker is in the slot, or a wake is
-    /// taking it right now; that wake sets `empty` before it wakes our task, so the poll it causes
-    /// sees `empty` and registers again.
-    #[inline(always)]
-    fn register(&self, waker: &Waker, registered: &mut WakerId) {
-        if *registered == WakerId::of(waker) && !self.empty.load(Ordering::Acquire) {
-            return;
-        }
-        self.register_slow(waker, registered);
-    }
-
-    #[inline(never)]
-    fn register_slow(&self, waker: &Waker, registered: &mut WakerId) {
-        let id = WakerId::of(waker);
-        let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*slot {
-            Some(old) if old.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
-        }
-        self.empty.store(false, Ordering::Release);
-        drop(slot);
-        *registered = id;
-    }
-
-    fn wake(&self) {
-        let waker = {
-            let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
-            self.empty.store(true, Ordering::Release);
-            slot.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// Which waker a side registered last: its data and vtable addresses, as `Waker::will_wake`
-/// compares them (as integers, so the stream stays `Send`). While the slot holds that waker its
-/// task cannot be freed, so the addresses cannot be reused by another one.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct WakerId(usize, usize);
-
-impl WakerId {
-    fn of(waker: &Waker) -> Self {
-        WakerId(
-            waker.data() as usize,
-            waker.vtable() as *const RawWakerVTable as usize,
-        )
     }
 }
 
@@ -246,10 +189,8 @@ impl WakerId {
 /// they reach the stream side before the connection is dropped.
 pub struct ReconnectingStream<F: Connect, C: Codec = PulsarCodec> {
     core: Core<F, C>,
+    /// Wakes both sides: what inner futures and the transport are polled with.
     proxy: Waker,
-    /// The wakers the stream and sink sides registered last.
-    read_waker: WakerId,
-    write_waker: WakerId,
 }
 
 // The stream never pins its factory, codec or transport in place (futures are boxed), so it can
@@ -288,18 +229,9 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
                 unsent: Vec::new(),
                 inbound: Inbound::default(),
                 connections: 0,
-                closing: false,
-                close_deadline: None,
-                terminal: None,
-                failure: None,
-                terminated: false,
-                deferred_loss: None,
-                direct_reads: 0,
                 config,
             },
             proxy,
-            read_waker: WakerId::default(),
-            write_waker: WakerId::default(),
         }
     }
 
@@ -340,7 +272,7 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
 
     /// Whether a live connection is open right now.
     pub fn is_open(&self) -> bool {
-        matches!(self.core.state, State::Open(_)) && self.core.deferred_loss.is_none()
+        matches!(self.core.state, State::Open { lost: None, .. })
     }
 
     /// How many connections have been opened so far.
@@ -380,7 +312,8 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
     /// Drops the current connection (if any) and connects again at once with a fresh retry count.
     /// Also revives a stream that gave up or stopped on an error; not one that was closed.
     pub fn reconnect(&mut self) {
-        self.core.manual_reconnect();
+        self.core
+            .transition(Transition::Reconnect, &mut Context::from_waker(&self.proxy));
         self.proxy.wake_by_ref();
     }
 
@@ -400,7 +333,6 @@ impl<F: Connect, C: Codec> fmt::Debug for ReconnectingStream<F, C> {
             .field("queued", &c.queue.len())
             .field("unflushed", &c.unflushed.len())
             .field("unsent", &c.unsent.len())
-            .field("closing", &c.closing)
             .finish_non_exhaustive()
     }
 }
@@ -413,17 +345,20 @@ impl<F: Connect, C: Codec> Stream for ReconnectingStream<F, C> {
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        this.core
-            .wakers
-            .read
-            .register(cx.waker(), &mut this.read_waker);
+        this.core.wakers.read.register(cx.waker());
         this.core.poll_next(&mut Context::from_waker(&this.proxy))
     }
 }
 
 impl<F: Connect, C: Codec> FusedStream for ReconnectingStream<F, C> {
     fn is_terminated(&self) -> bool {
-        self.core.terminated
+        matches!(
+            self.core.state,
+            State::Done(Ended {
+                terminated: true,
+                ..
+            })
+        )
     }
 }
 
@@ -438,10 +373,7 @@ impl<F: Connect, C: Codec> Sink<C::Out> for ReconnectingStream<F, C> {
             // Nothing to wait for, so no waker to register.
             return Poll::Ready(Ok(()));
         }
-        this.core
-            .wakers
-            .write
-            .register(cx.waker(), &mut this.write_waker);
+        this.core.wakers.write.register(cx.waker());
         this.core.poll_ready(&mut Context::from_waker(&this.proxy))
     }
 
@@ -454,23 +386,19 @@ impl<F: Connect, C: Codec> Sink<C::Out> for ReconnectingStream<F, C> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.core
-            .wakers
-            .write
-            .register(cx.waker(), &mut this.write_waker);
+        this.core.wakers.write.register(cx.waker());
         this.core.poll_flush(&mut Context::from_waker(&this.proxy))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.core
-            .wakers
-            .write
-            .register(cx.waker(), &mut this.write_waker);
+        this.core.wakers.write.register(cx.waker());
         this.core.poll_close(&mut Context::from_waker(&this.proxy))
     }
 }
 
+/// Where the stream is. Everything a transition depends on lives in its variant, and
+/// [`Core::transition`] is the only place that moves from one to another.
 enum State<T, Fut> {
     /// About to start an attempt.
     Idle,
@@ -481,12 +409,80 @@ enum State<T, Fut> {
         fut: Pin<Box<tracing::instrument::Instrumented<Fut>>>,
         deadline: Pin<Box<Sleep>>,
     },
-    /// Connected.
-    Open(Conn<T>),
-    /// `close()` was called on an open connection: writing what is queued, then the Close frame.
-    Closing { conn: Conn<T>, close_sent: bool },
+    /// Connected. `lost`: the connection failed where the failure could not be handled at once
+    /// (in `start_send`, or while messages it delivered still wait for the stream side); it is
+    /// handled once they are handed over, or at once by the sink side.
+    Open { conn: Conn<T>, lost: Option<Lost> },
+    /// `close()` was called on an open connection: writing what is queued, then the Close
+    /// frame, until `deadline` (`close_timeout`).
+    Closing {
+        conn: Conn<T>,
+        deadline: Pin<Box<Sleep>>,
+        close_sent: bool,
+    },
     /// Finished: closed, stopped on an error, or gave up.
-    Done,
+    Done(Ended),
+}
+
+/// How a finished stream ended, and what it has told its user so far.
+struct Ended {
+    /// Why it stopped; `None` after `close()`.
+    error: Option<Error>,
+    /// The stream side has yielded `error` (or had none to yield).
+    reported: bool,
+    /// The stream side has yielded `None`.
+    terminated: bool,
+    /// `close()` was called: `reconnect()` does not revive it.
+    closed: bool,
+}
+
+impl Ended {
+    fn new(error: Option<Error>, closed: bool) -> Self {
+        Ended {
+            reported: error.is_none(),
+            error,
+            terminated: false,
+            closed,
+        }
+    }
+}
+
+/// What moves the state machine: see [`Core::transition`].
+enum Transition<T> {
+    /// Start an attempt (from `Idle`, or `Backoff` once its delay passed).
+    Attempt,
+    /// The attempt succeeded.
+    Opened(T),
+    /// The attempt failed or timed out.
+    AttemptFailed(Error),
+    /// The open connection is over; the loss is handled now.
+    Lost(Lost),
+    /// The open connection is over, but the loss waits (see `State::Open`).
+    LostLater(Lost),
+    /// The pending loss of `State::Open` is handled now.
+    SettleLoss,
+    /// `close()` was called.
+    Close,
+    /// The closing handshake finished, failed or timed out.
+    CloseDone,
+    /// `reconnect()` was called.
+    Reconnect,
+}
+
+impl<T> Transition<T> {
+    fn name(&self) -> &'static str {
+        match self {
+            Transition::Attempt => "attempt",
+            Transition::Opened(_) => "opened",
+            Transition::AttemptFailed(_) => "attempt failed",
+            Transition::Lost(_) => "lost",
+            Transition::LostLater(_) => "lost later",
+            Transition::SettleLoss => "settle loss",
+            Transition::Close => "close",
+            Transition::CloseDone => "close done",
+            Transition::Reconnect => "reconnect",
+        }
+    }
 }
 
 impl<T, Fut> State<T, Fut> {
@@ -495,10 +491,16 @@ impl<T, Fut> State<T, Fut> {
             State::Idle => "idle",
             State::Backoff(_) => "backoff",
             State::Connecting { .. } => "connecting",
-            State::Open(_) => "open",
+            State::Open { lost: None, .. } => "open",
+            State::Open { lost: Some(_), .. } => "open (lost)",
             State::Closing { .. } => "closing",
-            State::Done => "done",
+            State::Done(_) => "done",
         }
+    }
+
+    /// Whether the sink refuses items: closing or done.
+    fn is_stopped(&self) -> bool {
+        matches!(self, State::Closing { .. } | State::Done(_))
     }
 }
 
@@ -512,6 +514,12 @@ struct Conn<T> {
     /// The peer's Close frame, once received: (code, reason).
     close_frame: Option<(Option<u16>, String)>,
     reads: ReadGate,
+    /// Messages the stream side read one at a time since keepalive and the queue were last
+    /// serviced. It reads so only while this is below `read_ahead`, so that keepalive is
+    /// checked at least that often. (`start_send` needs no such count: what it writes stays
+    /// in `unflushed` until a flush, which services the connection, and `poll_ready` services
+    /// it too once `queue_capacity` items wait.)
+    direct_reads: usize,
 }
 
 /// Skips reads that cannot succeed. Once the transport answered `Pending`, nothing can arrive
@@ -620,24 +628,6 @@ struct Core<F: Connect, C: Codec> {
     /// Decoded, not yet yielded.
     inbound: Inbound<C::Item>,
     connections: u64,
-    /// `close()` was called: never reconnect again.
-    closing: bool,
-    close_deadline: Option<Pin<Box<Sleep>>>,
-    /// The error the stream still has to yield before `None`.
-    terminal: Option<Error>,
-    /// Why the stream stopped, for the sink's answers.
-    failure: Option<Error>,
-    /// `None` was yielded.
-    terminated: bool,
-    /// The connection died while decoded messages of it were still waiting: the stream side
-    /// yields them first, so that the close event follows the connection's last message.
-    deferred_loss: Option<Lost>,
-    /// Messages the stream side read one at a time since keepalive and the queue were last
-    /// serviced. It reads so only while this is below `read_ahead`, so that keepalive is
-    /// checked at least that often. (`start_send` needs no such count: what it writes stays
-    /// in `unflushed` until a flush, which services the connection, and `poll_ready` services
-    /// it too once `queue_capacity` items wait.)
-    direct_reads: usize,
 }
 
 /// What servicing an open connection reads first.
@@ -719,6 +709,82 @@ enum Lost {
 }
 
 impl<F: Connect, C: Codec> Core<F, C> {
+    // ----- the state machine -----------------------------------------------------------------
+
+    /// Every change of state. The side effects of each (events, logs, the queue, the backoff)
+    /// are in the helpers it calls, which return the next state.
+    fn transition(&mut self, t: Transition<F::Transport>, cx: &mut Context<'_>) {
+        let from = mem::replace(&mut self.state, State::Idle);
+        let from_name = from.name();
+        self.state = match (from, t) {
+            (State::Idle | State::Backoff(_), Transition::Attempt) => self.start_attempt(),
+            (State::Connecting { .. }, Transition::Opened(transport)) => self.opened(transport),
+            (State::Connecting { .. }, Transition::AttemptFailed(e)) => self.attempt_failed(e, cx),
+            (State::Open { conn, .. }, Transition::Lost(lost)) => {
+                self.connection_lost(conn, lost, false, cx)
+            }
+            (State::Closing { conn, .. }, Transition::Lost(lost)) => {
+                self.connection_lost(conn, lost, true, cx)
+            }
+            (State::Open { conn, lost: None }, Transition::LostLater(lost)) => {
+                // The stream side hands over what the connection delivered first.
+                cx.waker().wake_by_ref();
+                State::Open {
+                    conn,
+                    lost: Some(lost),
+                }
+            }
+            (
+                State::Open {
+                    conn,
+                    lost: Some(lost),
+                },
+                Transition::SettleLoss,
+            ) => self.connection_lost(conn, lost, false, cx),
+            // `close()`: nothing reopens. An open connection closes its handshake first; one
+            // that is already lost, a backoff wait or a connect in flight simply end.
+            (State::Open { conn, lost: None }, Transition::Close) => {
+                tracing::debug!("close requested");
+                State::Closing {
+                    conn,
+                    deadline: Box::pin(sleep(self.config.close_timeout)),
+                    close_sent: false,
+                }
+            }
+            (
+                State::Open {
+                    conn,
+                    lost: Some(lost),
+                },
+                Transition::Close,
+            ) => self.connection_lost(conn, lost, true, cx),
+            (State::Idle | State::Backoff(_) | State::Connecting { .. }, Transition::Close) => {
+                tracing::debug!(state = from_name, "close requested");
+                self.finish(None, cx)
+            }
+            (State::Done(mut ended), Transition::Close) => {
+                ended.closed = true;
+                State::Done(ended)
+            }
+            (State::Closing { .. }, Transition::CloseDone) => self.finish(None, cx),
+            // `reconnect()`: drop what there is and start again with a fresh retry count, unless
+            // the stream is being or was closed.
+            (
+                from @ (State::Closing { .. } | State::Done(Ended { closed: true, .. })),
+                Transition::Reconnect,
+            ) => from,
+            (from, Transition::Reconnect) => self.manual_reconnect(from),
+            (from, t) => {
+                // Not a transition of this machine: nothing changes.
+                debug_assert!(false, "no transition from {} on {}", from.name(), t.name());
+                from
+            }
+        };
+        if self.state.name() != from_name {
+            tracing::trace!(from = from_name, to = self.state.name(), "state");
+        }
+    }
+
     // ----- the Stream side -------------------------------------------------------------------
 
     /// The stream side. This side needs one message at a time, so it reads just that: handing
@@ -736,22 +802,19 @@ impl<F: Connect, C: Codec> Core<F, C> {
             return Poll::Ready(Some(Ok(item)));
         }
         let mut read = None;
-        if self.deferred_loss.is_none()
-            && !self.closing
-            && self.direct_reads < self.config.read_ahead
-        {
-            if let State::Open(conn) = &mut self.state {
+        if let State::Open { conn, lost: None } = &mut self.state {
+            if conn.direct_reads < self.config.read_ahead {
                 if conn.has_writes(&self.queue) {
                     return self.poll_next_slow(cx, None);
                 }
                 match read_next(conn, &mut self.codec, &self.events, cx) {
                     Poll::Ready(Ok((item, _))) => {
-                        self.direct_reads += 1;
+                        conn.direct_reads += 1;
                         return Poll::Ready(Some(Ok(item)));
                     }
                     // Nothing there: the transport will wake us.
                     Poll::Pending => read = Some(Read::Nothing),
-                    Poll::Ready(Err(lost)) => self.connection_lost(lost, cx),
+                    Poll::Ready(Err(lost)) => self.transition(Transition::Lost(lost), cx),
                 }
             }
         }
@@ -770,55 +833,62 @@ impl<F: Connect, C: Codec> Core<F, C> {
             if let Some(item) = self.inbound.pop() {
                 return Poll::Ready(Some(Ok(item)));
             }
-            if let Some(lost) = self.deferred_loss.take() {
-                self.connection_lost(lost, cx);
-                continue;
-            }
-            if self.closing || matches!(self.state, State::Done) {
-                if let Some(e) = self.terminal.take() {
-                    return Poll::Ready(Some(Err(e)));
-                }
-                if self.closing && !matches!(self.state, State::Done) {
-                    // Let a close in progress finish when the user polls only this side.
-                    ready!(self.poll_close(cx)).ok();
-                }
-                self.terminated = true;
-                return Poll::Ready(None);
-            }
-            let read = match (&mut self.state, read.take()) {
-                (State::Open(_), Some(read)) => read,
-                // Anything to write goes out (and keepalive is checked) before the next message
-                // is handed over, as when all reading went through `service`.
-                (State::Open(conn), None)
-                    if self.direct_reads < self.config.read_ahead
-                        && !conn.has_writes(&self.queue) =>
-                {
-                    match read_next(conn, &mut self.codec, &self.events, cx) {
-                        // `inbound` is empty: this is the next message in order.
-                        Poll::Ready(Ok((item, _))) => {
-                            self.direct_reads += 1;
-                            return Poll::Ready(Some(Ok(item)));
-                        }
-                        Poll::Pending => Read::Nothing,
-                        Poll::Ready(Err(lost)) => {
-                            self.connection_lost(lost, cx);
-                            continue;
+            let read = match &mut self.state {
+                State::Done(ended) => {
+                    if !ended.reported {
+                        ended.reported = true;
+                        if let Some(e) = ended.error.clone() {
+                            return Poll::Ready(Some(Err(e)));
                         }
                     }
+                    ended.terminated = true;
+                    return Poll::Ready(None);
                 }
-                (State::Open(_), None) => Read::One,
-                _ => {
+                State::Closing { .. } => {
+                    // Let a close in progress finish when the user polls only this side.
+                    ready!(self.poll_close(cx)).ok();
+                    continue;
+                }
+                // Everything the connection delivered was handed over: now its loss.
+                State::Open { lost: Some(_), .. } => {
+                    self.transition(Transition::SettleLoss, cx);
+                    continue;
+                }
+                State::Open { conn, lost: None } => match read.take() {
+                    Some(read) => read,
+                    // Anything to write goes out (and keepalive is checked) before the next
+                    // message is handed over, as when all reading went through `service`.
+                    None if conn.direct_reads < self.config.read_ahead
+                        && !conn.has_writes(&self.queue) =>
+                    {
+                        match read_next(conn, &mut self.codec, &self.events, cx) {
+                            // `inbound` is empty: this is the next message in order.
+                            Poll::Ready(Ok((item, _))) => {
+                                conn.direct_reads += 1;
+                                return Poll::Ready(Some(Ok(item)));
+                            }
+                            Poll::Pending => Read::Nothing,
+                            Poll::Ready(Err(lost)) => {
+                                self.transition(Transition::Lost(lost), cx);
+                                continue;
+                            }
+                        }
+                    }
+                    None => Read::One,
+                },
+                State::Idle | State::Backoff(_) | State::Connecting { .. } => {
                     // Connect (or wait); once open, read as above.
                     ready!(self.poll_open(cx));
                     continue;
                 }
             };
             if let Err(lost) = self.service(cx, read) {
-                if self.inbound.is_empty() {
-                    self.connection_lost(lost, cx);
+                let t = if self.inbound.is_empty() {
+                    Transition::Lost(lost)
                 } else {
-                    self.deferred_loss = Some(lost);
-                }
+                    Transition::LostLater(lost)
+                };
+                self.transition(t, cx);
                 continue;
             }
             if self.inbound.is_empty() {
@@ -829,8 +899,12 @@ impl<F: Connect, C: Codec> Core<F, C> {
 
     // ----- the Sink side ---------------------------------------------------------------------
 
+    /// The sink's answer once the stream is closing or done.
     fn stopped_error(&self) -> Error {
-        self.failure.clone().unwrap_or(Error::Closed)
+        match &self.state {
+            State::Done(Ended { error: Some(e), .. }) => e.clone(),
+            _ => Error::Closed,
+        }
     }
 
     /// Items handed back count against the bound until they are taken, so that under
@@ -843,23 +917,24 @@ impl<F: Connect, C: Codec> Core<F, C> {
     /// room in the queue.
     #[inline]
     fn has_room_now(&self) -> bool {
-        self.deferred_loss.is_none()
-            && !self.closing
-            && !matches!(self.state, State::Done)
-            && self.has_room()
+        !matches!(
+            self.state,
+            State::Open { lost: Some(_), .. } | State::Closing { .. } | State::Done(_)
+        ) && self.has_room()
     }
 
-    /// The sink side does not wait for the reader: a deferred loss is handled at once.
-    fn handle_deferred_loss(&mut self, cx: &mut Context<'_>) {
-        if let Some(lost) = self.deferred_loss.take() {
-            self.connection_lost(lost, cx);
+    /// The sink side does not wait for the reader: a pending loss is handled at once (the
+    /// messages the connection delivered stay in `inbound` for the stream side).
+    fn settle_loss(&mut self, cx: &mut Context<'_>) {
+        if let State::Open { lost: Some(_), .. } = self.state {
+            self.transition(Transition::SettleLoss, cx);
         }
     }
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.handle_deferred_loss(cx);
+        self.settle_loss(cx);
         loop {
-            if self.closing || matches!(self.state, State::Done) {
+            if self.state.is_stopped() {
                 return Poll::Ready(Err(self.stopped_error()));
             }
             if self.has_room() {
@@ -870,7 +945,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 continue;
             }
             if let Err(lost) = self.service(cx, Read::Ahead) {
-                self.connection_lost(lost, cx);
+                self.transition(Transition::Lost(lost), cx);
                 continue;
             }
             if !self.has_room() {
@@ -885,8 +960,8 @@ impl<F: Connect, C: Codec> Core<F, C> {
         // The common case: open, nothing queued ahead of this item, and the transport ready.
         // The item goes out now, as `write_queue` would write it, without a trip through the
         // queue.
-        if let State::Open(conn) = &mut self.state {
-            if self.queue.is_empty() && self.deferred_loss.is_none() && !self.closing {
+        if let State::Open { conn, lost: None } = &mut self.state {
+            if self.queue.is_empty() {
                 match Pin::new(&mut conn.transport).poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         if let Err(e) = write_one(conn, &mut self.codec, &mut self.unflushed, item)
@@ -907,7 +982,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
     /// once the stream is closing or done.
     #[inline(never)]
     fn enqueue(&mut self, item: C::Out) -> Result<(), Error> {
-        if self.closing || matches!(self.state, State::Done) {
+        if self.state.is_stopped() {
             // Refused, but not lost: the caller gets it back from take_unsent().
             self.unsent.push(item);
             return Err(self.stopped_error());
@@ -916,13 +991,14 @@ impl<F: Connect, C: Codec> Core<F, C> {
         Ok(())
     }
 
-    /// The transport failed in `start_send`, which cannot report it as a loss: the next poll of
-    /// either side does. Nothing is lost meanwhile: the item waits in `unflushed` or `queue`,
-    /// which are re-queued or handed back when the loss is handled.
+    /// The transport failed in `start_send`, which cannot report it: the next poll of either
+    /// side does. What the transport still holds is read first (see [`salvage_reads`]).
+    /// Nothing is lost meanwhile: the item waits in `unflushed` or `queue`, which are re-queued
+    /// or handed back when the loss is handled.
     #[cold]
     #[inline(never)]
     fn write_failed(&mut self, error: Error, cx: &mut Context<'_>) {
-        if let State::Open(conn) = &mut self.state {
+        if let State::Open { conn, .. } = &mut self.state {
             let limit = ReadLimit::of(&self.config);
             salvage_reads(
                 conn,
@@ -933,24 +1009,23 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 cx,
             );
         }
-        self.deferred_loss = Some(Lost::Error(error));
-        cx.waker().wake_by_ref();
+        self.transition(Transition::LostLater(Lost::Error(error)), cx);
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.handle_deferred_loss(cx);
+        self.settle_loss(cx);
         loop {
-            if self.closing || matches!(self.state, State::Done) {
+            if self.state.is_stopped() {
                 return Poll::Ready(Err(self.stopped_error()));
             }
             if !ready!(self.poll_open(cx)) {
                 continue;
             }
             if let Err(lost) = self.service(cx, Read::Ahead) {
-                self.connection_lost(lost, cx);
+                self.transition(Transition::Lost(lost), cx);
                 continue;
             }
-            let State::Open(conn) = &self.state else {
+            let State::Open { conn, .. } = &self.state else {
                 continue;
             };
             if self.queue.is_empty() && !conn.needs_flush {
@@ -961,56 +1036,43 @@ impl<F: Connect, C: Codec> Core<F, C> {
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if !self.closing {
-            self.closing = true;
-            self.handle_deferred_loss(cx);
-            self.close_deadline = Some(Box::pin(sleep(self.config.close_timeout)));
-            tracing::debug!(state = self.state.name(), "close requested");
-            match mem::replace(&mut self.state, State::Done) {
-                State::Open(conn) => {
-                    self.state = State::Closing {
-                        conn,
-                        close_sent: false,
-                    }
-                }
-                State::Done => {}
-                // A pending backoff wait or connect is simply dropped: nothing reopens.
-                _ => self.finish(None, cx),
-            }
+        if !matches!(
+            self.state,
+            State::Closing { .. } | State::Done(Ended { closed: true, .. })
+        ) {
+            self.transition(Transition::Close, cx);
         }
         loop {
-            if matches!(self.state, State::Done) {
+            let State::Closing { deadline, .. } = &mut self.state else {
+                // Done.
                 return Poll::Ready(if self.unsent.is_empty() {
                     Ok(())
                 } else {
                     Err(Error::Unsent(self.unsent.len()))
                 });
-            }
-            let timed_out = self
-                .close_deadline
-                .as_mut()
-                .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-            if timed_out {
+            };
+            if deadline.as_mut().poll(cx).is_ready() {
                 tracing::debug!("closing handshake timed out");
-                self.finish(None, cx);
+                self.transition(Transition::CloseDone, cx);
                 continue;
             }
-            match self.poll_closing(cx) {
-                Poll::Ready(Ok(())) => self.finish(None, cx),
-                Poll::Ready(Err(lost)) => {
-                    if let Lost::Error(e) = &lost {
-                        tracing::debug!(error = %e, "connection failed while closing");
-                    }
-                    self.finish(None, cx);
+            match ready!(self.poll_closing(cx)) {
+                Ok(()) => {}
+                Err(Lost::Error(e)) => {
+                    tracing::debug!(error = %e, "connection failed while closing")
                 }
-                Poll::Pending => return Poll::Pending,
+                Err(Lost::Clean) => {}
             }
+            self.transition(Transition::CloseDone, cx);
         }
     }
 
     /// Writes the queue, then the Close frame, then waits for the transport to close.
     fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
-        let State::Closing { conn, close_sent } = &mut self.state else {
+        let State::Closing {
+            conn, close_sent, ..
+        } = &mut self.state
+        else {
             return Poll::Ready(Ok(()));
         };
         if !*close_sent {
@@ -1050,52 +1112,48 @@ impl<F: Connect, C: Codec> Core<F, C> {
     fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let mut attempts = 0;
         loop {
-            let start = match &mut self.state {
-                State::Open(_) | State::Closing { .. } => return Poll::Ready(true),
-                State::Done => return Poll::Ready(false),
-                State::Idle => true,
-                State::Backoff(sleep) => {
-                    ready!(sleep.as_mut().poll(cx));
-                    true
+            let outcome = match &mut self.state {
+                State::Open { .. } | State::Closing { .. } => return Poll::Ready(true),
+                State::Done(_) => return Poll::Ready(false),
+                State::Idle => Transition::Attempt,
+                State::Backoff(delay) => {
+                    ready!(delay.as_mut().poll(cx));
+                    Transition::Attempt
                 }
-                State::Connecting { .. } => false,
+                State::Connecting { fut, deadline } => match fut.as_mut().poll(cx) {
+                    Poll::Ready(Ok(transport)) => Transition::Opened(transport),
+                    Poll::Ready(Err(e)) => Transition::AttemptFailed(e),
+                    Poll::Pending => {
+                        ready!(deadline.as_mut().poll(cx));
+                        let timeout = self.config.connect_timeout;
+                        Transition::AttemptFailed(Error::ConnectTimeout(timeout))
+                    }
+                },
             };
-            if start {
+            if let Transition::Attempt = outcome {
                 if attempts == ATTEMPTS_PER_POLL {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
                 attempts += 1;
-                self.start_attempt();
             }
-            // An attempt was just started or is in progress.
-            if let State::Connecting { fut, deadline } = &mut self.state {
-                match fut.as_mut().poll(cx) {
-                    Poll::Ready(Ok(transport)) => self.opened(transport),
-                    Poll::Ready(Err(e)) => self.attempt_failed(e, cx),
-                    Poll::Pending => {
-                        ready!(deadline.as_mut().poll(cx));
-                        let timeout = self.config.connect_timeout;
-                        self.attempt_failed(Error::ConnectTimeout(timeout), cx);
-                    }
-                }
-            }
+            self.transition(outcome, cx);
         }
     }
 
-    fn start_attempt(&mut self) {
+    fn start_attempt(&mut self) -> State<F::Transport, F::Future> {
         let attempt = self.backoff.retries();
         let connection = self.connections + 1;
         let span = tracing::info_span!("ws_connect", attempt, connection);
         span.in_scope(|| tracing::debug!("connecting"));
         let fut = self.factory.connect().instrument(span);
-        self.state = State::Connecting {
+        State::Connecting {
             fut: Box::pin(fut),
             deadline: Box::pin(sleep(self.config.connect_timeout)),
-        };
+        }
     }
 
-    fn opened(&mut self, transport: F::Transport) {
+    fn opened(&mut self, transport: F::Transport) -> State<F::Transport, F::Future> {
         self.connections += 1;
         let now = Instant::now();
         let keepalive = self
@@ -1104,40 +1162,48 @@ impl<F: Connect, C: Codec> Core<F, C> {
             .map(|every| Keepalive::new(every, self.config.pong_timeout, now));
         let attempt = self.backoff.retries();
         tracing::info!(connection = self.connections, attempt, "connected");
-        self.state = State::Open(Conn {
-            transport,
-            number: self.connections,
-            opened_at: now,
-            keepalive,
-            needs_flush: false,
-            close_frame: None,
-            reads: ReadGate {
-                wakers: self.wakers.clone(),
-                parked_at: None,
-            },
-        });
         self.events.emit(Event::Open(OpenEvent {
             connection: self.connections,
             attempt,
         }));
+        State::Open {
+            conn: Conn {
+                transport,
+                number: self.connections,
+                opened_at: now,
+                keepalive,
+                needs_flush: false,
+                close_frame: None,
+                reads: ReadGate {
+                    wakers: self.wakers.clone(),
+                    parked_at: None,
+                },
+                direct_reads: 0,
+            },
+            lost: None,
+        }
     }
 
-    fn attempt_failed(&mut self, error: Error, cx: &mut Context<'_>) {
+    fn attempt_failed(
+        &mut self,
+        error: Error,
+        cx: &mut Context<'_>,
+    ) -> State<F::Transport, F::Future> {
         tracing::warn!(error = %error, attempt = self.backoff.retries(), "connection attempt failed");
-        self.state = State::Idle;
         self.events.emit(Event::Error(error.clone()));
         let plan = self.plan(error);
-        self.follow(plan, cx);
+        self.follow(plan, cx)
     }
 
-    fn connection_lost(&mut self, lost: Lost, cx: &mut Context<'_>) {
-        let conn = match mem::replace(&mut self.state, State::Idle) {
-            State::Open(conn) | State::Closing { conn, .. } => conn,
-            other => {
-                self.state = other;
-                return;
-            }
-        };
+    /// The connection is over: report it, release what it held, and plan what follows (just
+    /// stopping, if `closing`).
+    fn connection_lost(
+        &mut self,
+        conn: Conn<F::Transport>,
+        lost: Lost,
+        closing: bool,
+        cx: &mut Context<'_>,
+    ) -> State<F::Transport, F::Future> {
         // The transport is dropped with `conn`: its wakers die with it, so wake both sides.
         cx.waker().wake_by_ref();
         let (code, reason) = conn.close_frame.clone().unwrap_or((None, String::new()));
@@ -1162,7 +1228,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
         if let Some(e) = &error {
             self.events.emit(Event::Error(e.clone()));
         }
-        let plan = if self.closing {
+        let plan = if closing {
             Plan::Closed
         } else {
             self.plan(cause)
@@ -1174,10 +1240,11 @@ impl<F: Connect, C: Codec> Core<F, C> {
             reconnect: matches!(plan, Plan::Retry(_)),
             error,
         }));
-        self.follow(plan, cx);
+        drop(conn);
+        self.follow(plan, cx)
     }
 
-    fn follow(&mut self, plan: Plan, cx: &mut Context<'_>) {
+    fn follow(&mut self, plan: Plan, cx: &mut Context<'_>) -> State<F::Transport, F::Future> {
         match plan {
             Plan::Retry(delay) => self.schedule(delay),
             Plan::Stop(error) => self.finish(Some(error), cx),
@@ -1191,7 +1258,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                     attempts,
                     last: Box::new(cause),
                 };
-                self.finish(Some(error), cx);
+                self.finish(Some(error), cx)
             }
             Plan::Closed => self.finish(None, cx),
         }
@@ -1212,33 +1279,29 @@ impl<F: Connect, C: Codec> Core<F, C> {
         }
     }
 
-    fn schedule(&mut self, delay: Duration) {
+    fn schedule(&mut self, delay: Duration) -> State<F::Transport, F::Future> {
         let attempt = self.backoff.retries();
         tracing::info!(attempt, delay_ms = delay.as_millis() as u64, "reconnecting");
         self.events
             .emit(Event::Reconnecting(ReconnectingEvent { attempt, delay }));
-        self.state = if delay.is_zero() {
+        if delay.is_zero() {
             State::Idle
         } else {
             State::Backoff(Box::pin(sleep(delay)))
-        };
+        }
     }
 
-    /// Enters `Done`. Whatever was not sent is handed back.
-    fn finish(&mut self, error: Option<Error>, cx: &mut Context<'_>) {
-        if let State::Open(conn) | State::Closing { conn, .. } =
-            mem::replace(&mut self.state, State::Done)
-        {
-            drop(conn);
-        }
+    /// Ends the stream. Whatever was not sent is handed back. `error`: `None` when closed.
+    fn finish(
+        &mut self,
+        error: Option<Error>,
+        cx: &mut Context<'_>,
+    ) -> State<F::Transport, F::Future> {
         self.release_unflushed();
         self.unsent.extend(self.queue.drain(..));
-        self.close_deadline = None;
-        if let Some(e) = error {
-            self.terminal = Some(e.clone());
-            self.failure = Some(e);
-        }
         cx.waker().wake_by_ref();
+        let closed = error.is_none();
+        State::Done(Ended::new(error, closed))
     }
 
     /// Items written to a connection that is gone: re-queue (in order, ahead of newer ones) or
@@ -1257,13 +1320,13 @@ impl<F: Connect, C: Codec> Core<F, C> {
         }
     }
 
-    fn manual_reconnect(&mut self) {
-        if self.closing {
-            return;
-        }
-        tracing::info!(state = self.state.name(), "manual reconnect");
-        self.deferred_loss = None;
-        if let State::Open(conn) = mem::replace(&mut self.state, State::Idle) {
+    /// `reconnect()` from any state but closing or closed: the next poll starts an attempt.
+    fn manual_reconnect(
+        &mut self,
+        from: State<F::Transport, F::Future>,
+    ) -> State<F::Transport, F::Future> {
+        tracing::info!(state = from.name(), "manual reconnect");
+        if let State::Open { conn, .. } = from {
             self.release_unflushed();
             self.events.emit(Event::Close(CloseEvent {
                 connection: conn.number,
@@ -1274,9 +1337,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
             }));
         }
         self.backoff.reset();
-        self.terminal = None;
-        self.failure = None;
-        self.terminated = false;
+        State::Idle
     }
 
     // ----- an open connection ----------------------------------------------------------------
@@ -1288,10 +1349,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
     /// waits unread. When keepalive or a write fails, what the transport still holds (frames the
     /// peer sent before the failure) is read into `inbound` first, so that none of it is lost.
     fn service(&mut self, cx: &mut Context<'_>, read: Read) -> Result<(), Lost> {
-        self.direct_reads = 0;
-        let State::Open(conn) = &mut self.state else {
+        let State::Open { conn, .. } = &mut self.state else {
             return Ok(());
         };
+        conn.direct_reads = 0;
         let limit = ReadLimit::of(&self.config);
         let until = match read {
             Read::One => Some(ReadLimit {
@@ -1580,49 +1641,22 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_wakes_the_waker_registered_last_once_per_registration() {
-        let slot = WakerSlot::default();
-        let mut registered = WakerId::default();
-        // Nothing registered: a wake is a no-op.
-        slot.wake();
-
-        let (a, waker_a) = counter();
-        slot.register(&waker_a, &mut registered);
-        // Registering the same waker again is skipped, but it is still there.
-        slot.register(&waker_a.clone(), &mut registered);
-        slot.wake();
-        assert_eq!(count(&a), 1);
-        // A wake takes the waker: a second wake does nothing until it is registered again.
-        slot.wake();
-        assert_eq!(count(&a), 1);
-        // The same waker, registered after a wake, must go back in (the skip must not apply).
-        slot.register(&waker_a, &mut registered);
-        slot.wake();
-        assert_eq!(count(&a), 2);
-
-        // A different waker replaces it.
-        let (b, waker_b) = counter();
-        slot.register(&waker_a, &mut registered);
-        slot.register(&waker_b, &mut registered);
-        slot.wake();
-        assert_eq!((count(&a), count(&b)), (2, 1));
-    }
-
-    #[test]
-    fn the_proxy_wakes_both_sides() {
+    fn the_proxy_wakes_both_sides_and_counts_its_wakes() {
         let pair = Arc::new(WakerPair::default());
-        let (mut read_id, mut write_id) = (WakerId::default(), WakerId::default());
         let (r, waker_r) = counter();
         let (w, waker_w) = counter();
-        pair.read.register(&waker_r, &mut read_id);
-        pair.write.register(&waker_w, &mut write_id);
+        pair.read.register(&waker_r);
+        pair.write.register(&waker_w);
         let proxy = Waker::from(pair.clone());
         proxy.wake_by_ref();
         assert_eq!((count(&r), count(&w)), (1, 1));
-        // Each side re-registers the same waker after the wake and is woken again.
-        pair.read.register(&waker_r, &mut read_id);
-        pair.write.register(&waker_w, &mut write_id);
+        // A wake takes the wakers: the next wakes nobody until they register again.
+        proxy.wake_by_ref();
+        assert_eq!((count(&r), count(&w)), (1, 1));
+        pair.read.register(&waker_r);
+        pair.write.register(&waker_w);
         proxy.wake();
         assert_eq!((count(&r), count(&w)), (2, 2));
+        assert_eq!(pair.wakes.load(Ordering::Acquire), 3);
     }
 }
