@@ -22,18 +22,29 @@ fn jitter() -> impl Strategy<Value = Jitter> {
     ]
 }
 
+/// A minimum delay: mostly milliseconds, sometimes the smallest there is.
+fn min_delay() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        4 => (1u64..5_000).prop_map(Duration::from_millis),
+        1 => Just(Duration::from_nanos(1)),
+    ]
+}
+
 prop_compose! {
     fn policy()(
-        min_ms in 1u64..5_000,
+        min in min_delay(),
         extra_ms in 0u64..60_000,
+        unbounded in proptest::bool::weighted(0.2),
         factor in 1.0f64..4.0,
         max_retries in proptest::option::of(0u32..40),
         jitter in jitter(),
         seed in any::<u64>(),
     ) -> (ReconnectConfig, u64) {
+        // Sometimes no maximum at all: `Duration::MAX` must saturate, never overflow.
+        let max = if unbounded { Duration::MAX } else { min + Duration::from_millis(extra_ms) };
         let mut b = ReconnectConfig::builder()
-            .min_delay(Duration::from_millis(min_ms))
-            .max_delay(Duration::from_millis(min_ms + extra_ms))
+            .min_delay(min)
+            .max_delay(max)
             .grow_factor(factor)
             .jitter(jitter)
             .seed(seed);

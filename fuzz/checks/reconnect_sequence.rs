@@ -497,6 +497,24 @@ async fn serve(
     }
 }
 
+/// Feeds item `n`. Items handed back count against the queue bound until taken, so while the
+/// item waits for room, the driver takes them back once a (virtual) second.
+async fn feed<F: stream_websocket::Connect>(
+    stream: &mut ReconnectingStream<F>,
+    n: usize,
+    accepted: &mut Vec<usize>,
+    refused: &mut Vec<usize>,
+    taken: &mut Vec<usize>,
+) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), stream.feed(item(n))).await {
+            Ok(Ok(())) => return accepted.push(n),
+            Ok(Err(_)) => return refused.push(n),
+            Err(_) => taken.extend(stream.take_unsent().iter().map(item_number)),
+        }
+    }
+}
+
 /// Runs the scenario of `data` on a fresh paused-clock runtime and checks every invariant.
 /// Panics on a violation.
 pub fn check(data: &[u8]) {
@@ -540,6 +558,8 @@ async fn run(s: Scenario) {
     let mut next_item = 0;
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
+    // Items taken back while the driver ran (a full hand-back list holds `poll_ready`).
+    let mut taken = Vec::new();
     let drive = async {
         let mut feeds = s.feed_after_message.iter();
         let mut to_feed = s.initial_items;
@@ -548,10 +568,7 @@ async fn run(s: Scenario) {
         for _ in 0..s.sink_only_secs {
             let n = next_item;
             next_item += 1;
-            match stream.feed(item(n)).await {
-                Ok(()) => accepted.push(n),
-                Err(_) => refused.push(n),
-            }
+            feed(&mut stream, n, &mut accepted, &mut refused, &mut taken).await;
             let _ = stream.flush().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -559,10 +576,7 @@ async fn run(s: Scenario) {
             for _ in 0..std::mem::take(&mut to_feed) {
                 let n = next_item;
                 next_item += 1;
-                match stream.feed(item(n)).await {
-                    Ok(()) => accepted.push(n),
-                    Err(_) => refused.push(n),
-                }
+                feed(&mut stream, n, &mut accepted, &mut refused, &mut taken).await;
             }
             match stream.next().await {
                 Some(Ok(Incoming::Message(m))) => {
@@ -586,7 +600,8 @@ async fn run(s: Scenario) {
         assert!(stream.next().await.is_none(), "a value after the end");
     }
     assert!(futures::stream::FusedStream::is_terminated(&stream));
-    let unsent: Vec<usize> = stream.take_unsent().iter().map(item_number).collect();
+    let mut unsent = taken;
+    unsent.extend(stream.take_unsent().iter().map(item_number));
     let max_retries = s.max_retries;
     // The end: the script's permanent failure, or the retry cap.
     match &end {
