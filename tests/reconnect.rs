@@ -160,9 +160,17 @@ async fn a_half_open_connection_is_detected_by_keepalive() {
         .unwrap();
     let mut stream = ReconnectingStream::with_config(script.factory(), config);
     let mut errors = stream.on_error();
+    let mut closes = stream.on_close();
     let start = Instant::now();
     assert!(stream.next().await.unwrap().is_ok());
-    assert!(matches!(errors.try_recv(), Ok(Error::KeepaliveTimeout(_))));
+    assert!(
+        matches!(errors.try_recv(), Ok(Error::KeepaliveTimeout(d)) if d == Duration::from_secs(20))
+    );
+    let closed = drain(&mut closes);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].connection, 1);
+    assert!(closed[0].reconnect);
+    assert!(matches!(closed[0].error, Some(Error::KeepaliveTimeout(_))));
     // The ping goes out at 20 s; with no answer, the connection is declared dead at 40 s and the
     // (first, immediate) reconnect follows.
     let calls = script.calls();
@@ -465,4 +473,53 @@ async fn a_lagging_listener_is_told_and_never_blocks_the_stream() {
     let rest = drain(&mut slow);
     assert_eq!(rest.len(), 4);
     assert!(matches!(rest.last(), Some(Event::GaveUp(_))));
+}
+
+/// During a two-second outage the stream makes exactly the attempts its backoff allows, and the
+/// first attempt after it connects.
+#[tokio::test(start_paused = true)]
+async fn an_outage_costs_exactly_the_attempts_the_backoff_allows() {
+    let config = ReconnectConfig::builder()
+        .min_delay(ms(20))
+        .max_delay(ms(300))
+        .seed(42)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let outage = Duration::from_secs(2);
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let factory = {
+        let calls = calls.clone();
+        move || {
+            let now = Instant::now();
+            calls.lock().unwrap().push(now - start);
+            async move {
+                if now - start < outage {
+                    return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into());
+                }
+                let (client, mut server) = support::pair().await;
+                tokio::spawn(async move { while let Some(Ok(_)) = server.next().await {} });
+                Ok::<_, Error>(client)
+            }
+            .boxed()
+        }
+    };
+    let mut stream = ReconnectingStream::with_config(factory, config.clone());
+    let mut opens = stream.on_open();
+    stream.flush().await.unwrap();
+    assert_eq!(opens.try_recv().unwrap().connection, 1);
+
+    // The model: attempts after the delays 0, 20 ms, 26 ms, … (capped at 300 ms), each rounded
+    // up to the timer's millisecond.
+    let mut backoff = stream_websocket::Backoff::new(*config.backoff(), 42);
+    let mut at = Duration::ZERO;
+    let mut want = vec![at];
+    while at < outage {
+        let delay = backoff.next_delay().unwrap();
+        at += ms(delay.as_nanos().div_ceil(1_000_000) as u64);
+        want.push(at);
+    }
+    let got = calls.lock().unwrap().clone();
+    assert_eq!(got, want, "attempt times");
+    assert!(got.len() < 20, "{} attempts in a 2 s outage", got.len());
 }

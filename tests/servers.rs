@@ -9,7 +9,7 @@ mod support;
 use support::{bounded, drain, ms, ServerWs};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
 use stream_websocket::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -18,8 +18,7 @@ use stream_websocket::tungstenite::protocol::frame::coding::CloseCode;
 use stream_websocket::tungstenite::protocol::CloseFrame;
 use stream_websocket::tungstenite::Message;
 use stream_websocket::{
-    Connect, Error, Incoming, Outgoing, Publish, PulsarCodec, ReconnectConfig,
-    ReconnectConfigBuilder, ReconnectingStream,
+    Connect, Error, Incoming, ReconnectConfig, ReconnectConfigBuilder, ReconnectingStream,
 };
 use tokio::net::TcpListener;
 
@@ -111,34 +110,6 @@ async fn two_connection_server(listener: TcpListener, first_end: FirstEnd) {
                     let _ = ws.close(Some(frame)).await;
                     // Let the client's Close reply arrive, completing the handshake.
                     read_until_gone(&mut ws).await;
-                }
-            }
-        });
-    }
-}
-
-/// Accepts TCP connections and completes the WebSocket handshake. The first connection is then
-/// never polled again (it is kept alive in a list, so it never answers a ping: half-open); every
-/// later one gets one consumer frame and is then read until the client goes away, the text frames
-/// it receives being recorded in `received` as they arrive.
-async fn stalling_first_server(listener: TcpListener, received: Arc<Mutex<Vec<String>>>) {
-    let mut stalled: Vec<ServerWs> = Vec::new();
-    let mut n = 0;
-    loop {
-        let (tcp, _) = listener.accept().await.unwrap();
-        n += 1;
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        if n == 1 {
-            stalled.push(ws);
-            continue;
-        }
-        let received = received.clone();
-        let conn = n;
-        tokio::spawn(async move {
-            send_frames(&mut ws, conn, 1).await;
-            while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Text(t) = msg {
-                    received.lock().unwrap().push(t.as_str().to_string());
                 }
             }
         });
@@ -284,114 +255,6 @@ async fn a_stalled_handshake_times_out_and_gives_up() {
             3,
             "the initial attempt and 2 retries"
         );
-        server.abort();
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_half_open_connection_is_detected_by_keepalive() {
-    bounded(async {
-        let (listener, url) = bind().await;
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let server = tokio::spawn(stalling_first_server(listener, received));
-        let config = base()
-            .ping_interval(ms(100))
-            .pong_timeout(ms(200))
-            .build()
-            .unwrap();
-        let mut stream = client(url, config);
-        let mut errors = stream.on_error();
-        let mut opens = stream.on_open();
-        let mut closes = stream.on_close();
-
-        assert_eq!(payload(stream.next().await), "c2-m0");
-
-        let errors = drain(&mut errors);
-        assert!(
-            matches!(errors.first(), Some(Error::KeepaliveTimeout(d)) if *d == ms(200)),
-            "{errors:?}"
-        );
-        let opened: Vec<u64> = drain(&mut opens).iter().map(|o| o.connection).collect();
-        assert_eq!(opened, [1, 2]);
-        let closed = drain(&mut closes);
-        assert_eq!(closed.len(), 1, "{closed:?}");
-        assert_eq!(closed[0].connection, 1);
-        assert!(closed[0].reconnect);
-        assert!(
-            matches!(closed[0].error, Some(Error::KeepaliveTimeout(_))),
-            "{:?}",
-            closed[0]
-        );
-        server.abort();
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn keepalive_detects_a_half_open_connection_for_a_sink_only_user() {
-    bounded(async {
-        let (listener, url) = bind().await;
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let server = tokio::spawn(stalling_first_server(listener, received.clone()));
-        let config = base()
-            .ping_interval(ms(100))
-            .pong_timeout(ms(200))
-            .build()
-            .unwrap();
-        let mut stream = client(url, config);
-        let mut opens = stream.on_open();
-        let mut errors = stream.on_error();
-
-        // Never read: only send, every 50 ms.
-        let mut opened = Vec::new();
-        let mut sent = 0;
-        for i in 0..60 {
-            stream
-                .send(Outgoing::Publish(Publish::new(format!("p{i}"))))
-                .await
-                .unwrap();
-            sent += 1;
-            opened.extend(drain(&mut opens).iter().map(|o| o.connection));
-            if opened.contains(&2) {
-                break;
-            }
-            tokio::time::sleep(ms(50)).await;
-        }
-        assert_eq!(
-            opened,
-            [1, 2],
-            "the stalled connection was replaced, after {sent} sends"
-        );
-        assert!(
-            drain(&mut errors)
-                .iter()
-                .any(|e| matches!(e, Error::KeepaliveTimeout(_))),
-            "the connection was dropped by keepalive"
-        );
-
-        // What is sent after the reconnect reaches the live server.
-        let last = Outgoing::Publish(Publish::new("last"));
-        let want = PulsarCodec::encode_outgoing(&last)
-            .into_text()
-            .unwrap()
-            .as_str()
-            .to_string();
-        stream.send(last).await.unwrap();
-        let mut arrived = false;
-        for _ in 0..200 {
-            arrived = received.lock().unwrap().contains(&want);
-            if arrived {
-                break;
-            }
-            tokio::time::sleep(ms(10)).await;
-        }
-        assert!(
-            arrived,
-            "the second connection received {:?}",
-            received.lock().unwrap()
-        );
-        stream.close().await.unwrap();
         server.abort();
     })
     .await;
