@@ -153,7 +153,9 @@ impl Wake for WakerPair {
 /// Accepted items wait in a bounded queue (`queue_capacity`) while disconnected and are written
 /// in order once a connection is open. A full queue makes `poll_ready` return `Pending`.
 /// `poll_flush` completes once everything accepted so far has been written and flushed to a live
-/// connection (it waits through reconnects). Items written to a connection that dies before the
+/// connection (it waits through reconnects). That means written to the connection's socket, not
+/// received by the peer: if the connection dies after the flush, what was flushed into it is not
+/// sent again. For delivery the server confirms, use [`gdn::Producer`](crate::gdn::Producer). Items written to a connection that dies before the
 /// flush completes are re-queued in order (at-least-once) or handed back, as
 /// [`UnsentPolicy`] says. Nothing is dropped silently: items left when the stream closes or gives
 /// up are returned by [`take_unsent`](Self::take_unsent).

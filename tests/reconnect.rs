@@ -523,3 +523,38 @@ async fn an_outage_costs_exactly_the_attempts_the_backoff_allows() {
     assert_eq!(got, want, "attempt times");
     assert!(got.len() < 20, "{} attempts in a 2 s outage", got.len());
 }
+
+/// A completed flush means "written to the socket", not "delivered": an item flushed into a
+/// connection that then turns out dead is not written again on the next one (the `Producer`
+/// is the layer that confirms and re-sends).
+#[tokio::test(start_paused = true)]
+async fn a_flush_means_written_not_delivered() {
+    let script = Script::new([
+        Outcome::Stall {
+            uptime: Duration::from_secs(3600),
+        },
+        open(0, Duration::from_secs(3600)),
+    ]);
+    let config = base()
+        .ping_interval(Duration::from_secs(5))
+        .pong_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut stream = ReconnectingStream::with_config(script.factory(), config);
+    let mut opens = stream.on_open();
+    // Flushed into the stalled connection, which never reads it.
+    stream.send(publish(0)).await.unwrap();
+    assert_eq!(opens.try_recv().unwrap().connection, 1);
+    // Keepalive (driven here by flushing once a second) replaces the connection; what is sent
+    // now reaches the live server.
+    for _ in 0..12 {
+        tokio::time::sleep(SEC).await;
+        stream.flush().await.unwrap();
+    }
+    stream.send(publish(1)).await.unwrap();
+    assert_eq!(opens.try_recv().unwrap().connection, 2);
+    stream.close().await.unwrap();
+    tokio::time::sleep(SEC).await; // the server records what it read
+    let received = support::published_payloads(&script);
+    assert_eq!(received, ["item-1"], "the flushed item is not re-sent");
+}
