@@ -63,6 +63,16 @@ use crate::event::{
 
 /// A WebSocket connection as the stream uses it: a `Stream` of messages and a `Sink` for them,
 /// with tungstenite's error type. `tokio_tungstenite::WebSocketStream` over any I/O is one.
+///
+/// Beyond the `Stream` and `Sink` contracts, the stream relies on two things, which
+/// `WebSocketStream` does and any well-behaved transport does:
+/// - once `poll_next` returned `Pending`, nothing can be read until the transport wakes the
+///   waker of a later poll (of either side: the stream gives every poll the same waker). Until
+///   then the stream does not poll it again: a read there would only find it empty, and
+///   tungstenite zero-fills its read buffer on every read.
+/// - after `poll_ready` returned `Ready(Ok)`, `start_send` accepts the item whether or not
+///   anything was read in between: the stream writes an item straight through when nothing is
+///   queued ahead of it.
 pub trait Transport:
     Stream<Item = Result<Message, tungstenite::Error>>
     + Sink<Message, Error = tungstenite::Error>
