@@ -1004,24 +1004,44 @@ impl<F: Connect, C: Codec> Core<F, C> {
     }
 
     /// The transport failed in `start_send`, which cannot report it: the next poll of either
-    /// side does. What the transport still holds is read first (see [`salvage_reads`]).
+    /// side does. What the transport still holds is read first (see `salvage_reads`).
     /// Nothing is lost meanwhile: the item waits in `unflushed` or `queue`, which are re-queued
     /// or handed back when the loss is handled.
     #[cold]
     #[inline(never)]
     fn write_failed(&mut self, error: Error, cx: &mut Context<'_>) {
-        if let State::Open { conn, .. } = &mut self.state {
-            let limit = ReadLimit::of(&self.config);
-            salvage_reads(
-                conn,
-                &mut self.inbound,
-                limit,
-                &mut self.codec,
-                &self.events,
-                cx,
-            );
-        }
+        self.salvage_reads(cx);
         self.transition(Transition::LostLater(Lost::Error(error)), cx);
+    }
+
+    /// The open connection failed on the write side (or keepalive gave up on it): reads what
+    /// the transport already holds into `inbound`, so that the messages the peer sent before the
+    /// failure still reach the stream side. Stops when nothing more is there, at the end of the
+    /// transport, or once another `read_ahead_bytes` was read. (Not at `read_ahead` messages:
+    /// what a dead connection holds is finite, and anything left unread here is lost.)
+    #[cold]
+    #[inline(never)]
+    fn salvage_reads(&mut self, cx: &mut Context<'_>) {
+        let State::Open { conn, .. } = &mut self.state else {
+            return;
+        };
+        let cap = ReadLimit {
+            messages: usize::MAX,
+            bytes: self
+                .inbound
+                .bytes
+                .saturating_add(self.config.read_ahead_bytes),
+        };
+        while !self.inbound.is_full(cap) {
+            match read_next(conn, &mut self.codec, &self.events, cx) {
+                Poll::Ready(Ok((item, len))) => self.inbound.push(item, len),
+                Poll::Ready(Err(_)) | Poll::Pending => return,
+            }
+        }
+        tracing::warn!(
+            messages = self.inbound.len(),
+            "stopped reading a failed connection at the read-ahead byte limit; later frames are lost with it"
+        );
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -1397,17 +1417,11 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 cx,
             )
         });
-        serviced.map_err(|e| {
-            salvage_reads(
-                conn,
-                &mut self.inbound,
-                limit,
-                &mut self.codec,
-                &self.events,
-                cx,
-            );
-            Lost::Error(e)
-        })
+        if let Err(e) = serviced {
+            self.salvage_reads(cx);
+            return Err(Lost::Error(e));
+        }
+        Ok(())
     }
 }
 
@@ -1448,37 +1462,6 @@ fn read_available<T: Transport, C: Codec>(
         }
     }
     Ok(())
-}
-
-/// A connection failed on the write side (or keepalive gave up on it): reads what the transport
-/// already holds into `inbound`, so the messages the peer sent before the failure still reach
-/// the stream side. Stops when nothing more is there, at the end of the transport, or once
-/// another `read_ahead_bytes` was read, whichever comes first. (Not at `read_ahead` messages:
-/// what a dead connection holds is finite, and anything left unread here is lost.)
-#[cold]
-#[inline(never)]
-fn salvage_reads<T: Transport, C: Codec>(
-    conn: &mut Conn<T>,
-    inbound: &mut Inbound<C::Item>,
-    limit: ReadLimit,
-    codec: &mut C,
-    events: &EventHub,
-    cx: &mut Context<'_>,
-) {
-    let cap = ReadLimit {
-        messages: usize::MAX,
-        bytes: inbound.bytes.saturating_add(limit.bytes),
-    };
-    while !inbound.is_full(cap) {
-        match read_next(conn, codec, events, cx) {
-            Poll::Ready(Ok((item, len))) => inbound.push(item, len),
-            Poll::Ready(Err(_)) | Poll::Pending => return,
-        }
-    }
-    tracing::warn!(
-        messages = inbound.len(),
-        "stopped reading a failed connection at the read-ahead byte limit; later frames are lost with it"
-    );
 }
 
 /// Reads until the next decoded item. `Pending`: the transport has nothing more for now (and

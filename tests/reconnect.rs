@@ -29,6 +29,24 @@ fn open(frames: usize, uptime: Duration) -> Outcome {
     }
 }
 
+/// A script whose first connection stalls (half-open: never reads, never answers a ping) for an
+/// hour, then a healthy one sending `frames`; and keepalive that pings every `every` and gives
+/// up `every` after a ping.
+fn stalled_first(frames: usize, every: Duration) -> (std::sync::Arc<Script>, ReconnectConfig) {
+    let script = Script::new([
+        Outcome::Stall {
+            uptime: Duration::from_secs(3600),
+        },
+        open(frames, Duration::from_secs(3600)),
+    ]);
+    let config = base()
+        .ping_interval(every)
+        .pong_timeout(every)
+        .build()
+        .unwrap();
+    (script, config)
+}
+
 fn publish(i: usize) -> Outgoing {
     Outgoing::Publish(Publish::new(format!("item-{i}")).context(i.to_string()))
 }
@@ -147,17 +165,7 @@ async fn a_hanging_connect_times_out_and_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn a_half_open_connection_is_detected_by_keepalive() {
-    let script = Script::new([
-        Outcome::Stall {
-            uptime: Duration::from_secs(3600),
-        },
-        open(1, Duration::from_secs(3600)),
-    ]);
-    let config = base()
-        .ping_interval(Duration::from_secs(20))
-        .pong_timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    let (script, config) = stalled_first(1, Duration::from_secs(20));
     let mut stream = ReconnectingStream::with_config(script.factory(), config);
     let mut errors = stream.on_error();
     let mut closes = stream.on_close();
@@ -180,17 +188,7 @@ async fn a_half_open_connection_is_detected_by_keepalive() {
 
 #[tokio::test(start_paused = true)]
 async fn keepalive_works_for_a_sink_only_user() {
-    let script = Script::new([
-        Outcome::Stall {
-            uptime: Duration::from_secs(3600),
-        },
-        open(0, Duration::from_secs(3600)),
-    ]);
-    let config = base()
-        .ping_interval(Duration::from_secs(5))
-        .pong_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let (script, config) = stalled_first(0, Duration::from_secs(5));
     let mut stream = ReconnectingStream::with_config(script.factory(), config);
     let mut opens = stream.on_open();
     // Only send, once a second, never reading.
@@ -529,17 +527,7 @@ async fn an_outage_costs_exactly_the_attempts_the_backoff_allows() {
 /// is the layer that confirms and re-sends).
 #[tokio::test(start_paused = true)]
 async fn a_flush_means_written_not_delivered() {
-    let script = Script::new([
-        Outcome::Stall {
-            uptime: Duration::from_secs(3600),
-        },
-        open(0, Duration::from_secs(3600)),
-    ]);
-    let config = base()
-        .ping_interval(Duration::from_secs(5))
-        .pong_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let (script, config) = stalled_first(0, Duration::from_secs(5));
     let mut stream = ReconnectingStream::with_config(script.factory(), config);
     let mut opens = stream.on_open();
     // Flushed into the stalled connection, which never reads it.
