@@ -167,3 +167,70 @@ async fn a_refused_message_resolves_to_a_typed_error_and_the_rest_go_on() {
     let stats = producer.stats();
     assert_eq!((stats.confirmed, stats.rejected), (2, 1));
 }
+
+/// First copies of the published messages (payloads `m<index>` and any padding after a `-`), as
+/// the scripted servers recorded them, in arrival order.
+fn first_copies(script: &Script) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    support::published_payloads(script)
+        .iter()
+        .map(|p| p[1..].split('-').next().unwrap().parse().unwrap())
+        .filter(|&i| seen.insert(i))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_loss_the_first_copies_arrive_in_publish_order_with_any_window_and_queue() {
+    // 8 KiB payloads fill the in-memory pipe (256 KiB) long before the window is out, so the
+    // producer is blocked in the middle of writing when the server drops the connection, and
+    // finds the loss there, inside the stream's `poll_ready` when its queue is full. It must not
+    // queue anything newer into the stream for the next connection ahead of the re-sends.
+    const N: usize = 80;
+    let padding = "x".repeat(8 * 1024);
+    for (window, queue) in [(1000, 2), (1000, 4), (1000, 1024), (40, 4), (20, 2), (3, 2)] {
+        let script = Script::new([
+            Outcome::Broker {
+                drop_after: Some(6),
+            },
+            Outcome::Broker {
+                drop_after: Some(11),
+            },
+            Outcome::Fail,
+            Outcome::Broker {
+                drop_after: Some(3),
+            },
+            Outcome::Broker { drop_after: None },
+        ]);
+        let reconnect = ReconnectConfig::builder()
+            .min_delay(Duration::from_millis(100))
+            .max_delay(Duration::from_secs(1))
+            .queue_capacity(queue)
+            .seed(3)
+            .build()
+            .unwrap();
+        let producer = Producer::with_config(
+            script.factory(),
+            ProducerConfig::new(reconnect).max_pending(window),
+        );
+        let sends = (0..N).map(|i| producer.send(Publish::new(format!("m{i}-{padding}"))));
+        let results = futures::future::join_all(sends).await;
+        for (i, r) in results.iter().enumerate() {
+            assert!(
+                r.is_ok(),
+                "window {window}, queue {queue}: message {i}: {r:?}"
+            );
+        }
+        assert_eq!(
+            producer.stats().reconnects,
+            3,
+            "window {window}, queue {queue}"
+        );
+        let firsts = first_copies(&script);
+        assert_eq!(
+            firsts,
+            (0..N).collect::<Vec<_>>(),
+            "window {window}, queue {queue}: first copies out of publish order"
+        );
+        producer.close().await.unwrap();
+    }
+}

@@ -568,14 +568,32 @@ impl<F: Connect> Task<F> {
         }
     }
 
-    /// Writes pending messages not yet written to this connection, in order.
+    /// Whether the stream is open on the connection the writes so far went to. Writing is only
+    /// allowed then: while disconnected, the stream would queue a message for the next
+    /// connection, ahead of the older unconfirmed ones that are re-sent from `pending`.
+    fn on_tracked_connection(&self) -> bool {
+        self.stream.is_open() && self.stream.connections() == self.connection
+    }
+
+    /// Writes pending messages not yet written to this connection, in order. Stops at the first
+    /// sign of a loss (a failed `start_send`, or a `poll_ready` that found the connection gone,
+    /// or even reconnected): after a loss, everything unconfirmed goes out again from `pending`,
+    /// oldest first, once the task has seen the new connection.
     fn write(&mut self, cx: &mut Context<'_>) {
         let mut wrote = false;
         while let Some((seq, in_flight)) = self.pending.next_from(self.next_to_send) {
+            if !self.on_tracked_connection() {
+                break;
+            }
             match self.stream.poll_ready_unpin(cx) {
                 Poll::Ready(Ok(())) => {}
                 // Errors surface through the stream side.
                 Poll::Ready(Err(_)) | Poll::Pending => break,
+            }
+            // `poll_ready` may have read a Close, an EOF or a keepalive timeout, and answered
+            // Ready with nothing open (or with a new connection opened meanwhile).
+            if !self.on_tracked_connection() {
+                break;
             }
             let item = Outgoing::Publish(in_flight.message.clone());
             if self.stream.start_send_unpin(item).is_err() {
