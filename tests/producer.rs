@@ -436,3 +436,10 @@ async fn an_outage_longer_than_the_drain_timeout_is_ridden_out_while_handles_are
     );
     producer.close().await.unwrap();
 }
+
+#[test]
+#[should_panic(expected = "Producer must be created inside a Tokio runtime")]
+fn a_producer_outside_a_runtime_panics_with_a_clear_message() {
+    let script = Script::new([]);
+    let _ = Producer::new(script.factory());
+}

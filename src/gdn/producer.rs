@@ -224,6 +224,12 @@ impl fmt::Debug for Producer {
 impl Producer {
     /// Starts a producer over connections from `factory` (see [`Connect`]), with default
     /// settings. Must be called within a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the producer spawns its task on the current one), with the
+    /// message "Producer must be created inside a Tokio runtime".
+    #[track_caller]
     pub fn new<F>(factory: F) -> Self
     where
         F: Connect + Send + 'static,
@@ -234,12 +240,24 @@ impl Producer {
     }
 
     /// Starts a producer with these settings. Must be called within a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the producer spawns its task on the current one), with the
+    /// message "Producer must be created inside a Tokio runtime".
+    #[track_caller]
     pub fn with_config<F>(factory: F, config: ProducerConfig) -> Self
     where
         F: Connect + Send + 'static,
         F::Transport: Send,
         F::Future: Send,
     {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            panic!(
+                "stream_websocket::gdn::Producer must be created inside a Tokio runtime: \
+                 it runs in a task spawned on the current runtime"
+            );
+        };
         let stream = ReconnectingStream::with_config(factory, config.reconnect);
         let events = stream.event_hub();
         let (commands, rx) = mpsc::unbounded_channel();
@@ -260,7 +278,7 @@ impl Producer {
             window: window.clone(),
             shared: shared.clone(),
         };
-        tokio::spawn(task.run());
+        runtime.spawn(task.run());
         Producer {
             commands,
             window,
