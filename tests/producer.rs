@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use stream_websocket::gdn::{Producer, ProducerConfig, ProducerError};
+use stream_websocket::gdn::{Producer, ProducerConfig, ProducerError, DEFAULT_DRAIN_TIMEOUT};
 use stream_websocket::{Publish, ReconnectConfig};
 use support::{Outcome, Script};
 
@@ -53,17 +53,21 @@ async fn every_message_is_confirmed_across_drops_and_resent_in_order() {
     );
     assert!(stats.resent >= 3, "{stats:?}");
 
-    // The servers saw every message at least once; apart from re-sends after a drop, in order.
+    // The servers saw every message at least once, and the first copy of each in publish order:
+    // after a drop, re-sends come first, before anything newer.
     let seen = support::published_payloads(&script);
-    let mut distinct = seen.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert_eq!(distinct.len(), 40);
-    let mut last = -1i64;
+    let mut first = std::collections::HashSet::new();
+    let firsts: Vec<usize> = seen
+        .iter()
+        .map(|p| p[1..].parse().unwrap())
+        .filter(|&i| first.insert(i))
+        .collect();
+    assert_eq!(firsts, (0..40).collect::<Vec<_>>(), "{seen:?}");
+    // A re-send goes back to the oldest unconfirmed message, never further than the window.
+    let mut last = 0;
     for p in &seen {
-        let i: i64 = p[1..].parse().unwrap();
-        // A re-send may go back to the oldest unconfirmed message, never further than the window.
-        assert!(i > last - 4, "{seen:?}");
+        let i: usize = p[1..].parse().unwrap();
+        assert!(i + 4 > last, "{seen:?}");
         last = last.max(i);
     }
     producer.close().await.unwrap();
@@ -162,4 +166,280 @@ async fn a_refused_message_resolves_to_a_typed_error_and_the_rest_go_on() {
     }
     let stats = producer.stats();
     assert_eq!((stats.confirmed, stats.rejected), (2, 1));
+}
+
+/// First copies of the published messages (payloads `m<index>` and any padding after a `-`), as
+/// the scripted servers recorded them, in arrival order.
+fn first_copies(script: &Script) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    support::published_payloads(script)
+        .iter()
+        .map(|p| p[1..].split('-').next().unwrap().parse().unwrap())
+        .filter(|&i| seen.insert(i))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_loss_the_first_copies_arrive_in_publish_order_with_any_window_and_queue() {
+    // 8 KiB payloads fill the in-memory pipe (256 KiB) long before the window is out, so the
+    // producer is blocked in the middle of writing when the server drops the connection, and
+    // finds the loss there, inside the stream's `poll_ready` when its queue is full. It must not
+    // queue anything newer into the stream for the next connection ahead of the re-sends.
+    const N: usize = 80;
+    let padding = "x".repeat(8 * 1024);
+    for (window, queue) in [(1000, 2), (1000, 4), (1000, 1024), (40, 4), (20, 2), (3, 2)] {
+        let script = Script::new([
+            Outcome::Broker {
+                drop_after: Some(6),
+            },
+            Outcome::Broker {
+                drop_after: Some(11),
+            },
+            Outcome::Fail,
+            Outcome::Broker {
+                drop_after: Some(3),
+            },
+            Outcome::Broker { drop_after: None },
+        ]);
+        let reconnect = ReconnectConfig::builder()
+            .min_delay(Duration::from_millis(100))
+            .max_delay(Duration::from_secs(1))
+            .queue_capacity(queue)
+            .seed(3)
+            .build()
+            .unwrap();
+        let producer = Producer::with_config(
+            script.factory(),
+            ProducerConfig::new(reconnect).max_pending(window),
+        );
+        let sends = (0..N).map(|i| producer.send(Publish::new(format!("m{i}-{padding}"))));
+        let results = futures::future::join_all(sends).await;
+        for (i, r) in results.iter().enumerate() {
+            assert!(
+                r.is_ok(),
+                "window {window}, queue {queue}: message {i}: {r:?}"
+            );
+        }
+        assert_eq!(
+            producer.stats().reconnects,
+            3,
+            "window {window}, queue {queue}"
+        );
+        let firsts = first_copies(&script);
+        assert_eq!(
+            firsts,
+            (0..N).collect::<Vec<_>>(),
+            "window {window}, queue {queue}: first copies out of publish order"
+        );
+        producer.close().await.unwrap();
+    }
+}
+
+// ----- Shutdown is bounded by the drain timeout ----------------------------------------------
+
+/// A script whose every connection attempt fails (refused), far more often than a test waits.
+fn unreachable() -> std::sync::Arc<Script> {
+    Script::new(std::iter::repeat_n(Outcome::Fail, 100_000))
+}
+
+/// What a message left unconfirmed at the drain timeout resolves to.
+fn assert_unconfirmed(result: Result<stream_websocket::MessageId, ProducerError>) {
+    match result {
+        Err(e @ ProducerError::Unconfirmed) => {
+            assert!(
+                e.to_string().contains("may or may not have been stored"),
+                "{e}"
+            );
+        }
+        other => panic!("expected Unconfirmed, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_during_an_outage_ends_the_task_after_the_drain_timeout() {
+    assert_eq!(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs(30));
+    let script = unreachable();
+    let producer = Producer::with_config(script.factory(), config());
+    let mut receipts = Vec::new();
+    for i in 0..3 {
+        receipts.push(
+            producer
+                .enqueue(Publish::new(format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    drop(producer);
+
+    // Within the drain timeout (the default, 30 s) the producer keeps trying.
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    for r in &mut receipts {
+        assert!(
+            futures::FutureExt::now_or_never(r).is_none(),
+            "resolved early"
+        );
+    }
+    let calls_during_drain = script.calls().len();
+    assert!(
+        calls_during_drain > 5,
+        "it kept reconnecting: {calls_during_drain}"
+    );
+
+    // Then it gives up: every receipt resolves, and the factory is never called again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for r in receipts {
+        assert_unconfirmed(
+            futures::FutureExt::now_or_never(r).expect("unresolved after the drain"),
+        );
+    }
+    let calls_at_end = script.calls().len();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(script.calls().len(), calls_at_end, "still reconnecting");
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_during_an_outage_returns_after_the_drain_timeout_with_the_unconfirmed_count() {
+    // The first connection stores 3 messages and confirms 2; every later attempt fails.
+    let mut outcomes = vec![Outcome::Broker {
+        drop_after: Some(3),
+    }];
+    outcomes.extend(std::iter::repeat_n(Outcome::Fail, 100_000));
+    let script = Script::new(outcomes);
+    let drain = Duration::from_secs(10);
+    let producer = Producer::with_config(script.factory(), config().drain_timeout(drain));
+    let mut receipts = Vec::new();
+    for i in 0..5 {
+        receipts.push(
+            producer
+                .enqueue(Publish::new(format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut receipts = receipts.into_iter();
+    receipts.next().unwrap().await.unwrap();
+    receipts.next().unwrap().await.unwrap();
+
+    // Another handle's flush, waiting when the drain runs out, learns the same.
+    let other = producer.clone();
+    let flush = tokio::spawn(async move {
+        let flushed = other.flush().await;
+        (flushed, other)
+    });
+    tokio::task::yield_now().await;
+
+    let started = tokio::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(120), producer.close())
+        .await
+        .expect("close() did not return");
+    let took = started.elapsed();
+    assert!(
+        took >= drain && took < drain + Duration::from_secs(1),
+        "close() took {took:?}"
+    );
+    match closed {
+        Err(e @ ProducerError::DrainTimeout { unconfirmed: 3 }) => {
+            assert!(e.to_string().contains("3 message(s) unconfirmed"), "{e}");
+        }
+        other => panic!("expected DrainTimeout {{ unconfirmed: 3 }}, got {other:?}"),
+    }
+    for r in receipts {
+        assert_unconfirmed(r.await);
+    }
+    let (flushed, other) = flush.await.unwrap();
+    assert!(
+        matches!(flushed, Err(ProducerError::DrainTimeout { unconfirmed: 3 })),
+        "{flushed:?}"
+    );
+    assert!(matches!(
+        other.send(Publish::new("late")).await,
+        Err(ProducerError::Closed)
+    ));
+    let calls_at_end = script.calls().len();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(script.calls().len(), calls_at_end, "still reconnecting");
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_with_a_healthy_server_confirms_everything_first() {
+    let script = Script::new([Outcome::Broker { drop_after: None }]);
+    let producer = Producer::with_config(script.factory(), config());
+    let mut receipts = Vec::new();
+    for i in 0..20 {
+        receipts.push(
+            producer
+                .enqueue(Publish::new(format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let stats = producer.clone();
+    producer.close().await.unwrap();
+    for r in receipts {
+        r.await.unwrap();
+    }
+    assert_eq!(stats.stats().confirmed, 20);
+    assert_eq!(script.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_handles_still_deliver_when_the_server_returns_within_the_drain_timeout() {
+    let script = Script::new([
+        Outcome::Broker {
+            drop_after: Some(2),
+        },
+        Outcome::Fail,
+        Outcome::Fail,
+        Outcome::Broker { drop_after: None },
+    ]);
+    let producer = Producer::with_config(script.factory(), config());
+    let mut receipts = Vec::new();
+    for i in 0..6 {
+        receipts.push(
+            producer
+                .enqueue(Publish::new(format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    drop(producer);
+    for r in receipts {
+        r.await.unwrap();
+    }
+    // Everything confirmed and no handle left: the task closed the connection and ended.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(script.calls().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_longer_than_the_drain_timeout_is_ridden_out_while_handles_are_held() {
+    // Only a shutdown starts the drain timeout: a live producer waits out any outage.
+    let mut outcomes = vec![Outcome::Broker {
+        drop_after: Some(2),
+    }];
+    outcomes.extend(std::iter::repeat_n(Outcome::Fail, 120));
+    outcomes.push(Outcome::Broker { drop_after: None });
+    let script = Script::new(outcomes);
+    let producer = Producer::with_config(
+        script.factory(),
+        config().drain_timeout(Duration::from_secs(5)),
+    );
+    let started = tokio::time::Instant::now();
+    let sends = (0..6).map(|i| producer.send(Publish::new(format!("m{i}"))));
+    for r in futures::future::join_all(sends).await {
+        r.unwrap();
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    producer.close().await.unwrap();
+}
+
+#[test]
+#[should_panic(expected = "Producer must be created inside a Tokio runtime")]
+fn a_producer_outside_a_runtime_panics_with_a_clear_message() {
+    let script = Script::new([]);
+    let _ = Producer::new(script.factory());
 }

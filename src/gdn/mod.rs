@@ -8,6 +8,7 @@ mod url;
 
 pub use consumer::{Consumer, ConsumerStats, DEFAULT_REMEMBERED_IDS};
 pub use producer::{
-    Producer, ProducerConfig, ProducerError, ProducerStats, Receipt, DEFAULT_MAX_PENDING,
+    Producer, ProducerConfig, ProducerError, ProducerStats, Receipt, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_PENDING,
 };
 pub use url::*;

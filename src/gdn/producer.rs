@@ -7,9 +7,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use crate::codec::{AckResult, Incoming, MessageId, Outgoing, ProducerAck, Publish};
 use crate::config::{ReconnectConfig, UnsentPolicy};
@@ -20,6 +22,9 @@ use crate::stream::{Connect, ReconnectingStream};
 /// Default number of messages that may be in flight (sent, not yet confirmed): 1000, the Pulsar
 /// WebSocket API's default `maxPendingMessages`.
 pub const DEFAULT_MAX_PENDING: usize = 1000;
+
+/// Default bound on a producer's shutdown: 30 s. See [`ProducerConfig::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a message was not confirmed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,6 +46,28 @@ pub enum ProducerError {
     /// The producer was closed before the message was confirmed.
     #[error("producer closed before confirmation")]
     Closed,
+    /// The producer shut down ([`Producer::close`] was called, or every handle was dropped)
+    /// and its [drain timeout](ProducerConfig::drain_timeout) expired before the server confirmed
+    /// this message. The message **may or may not have been stored**: it may have reached the
+    /// server with its confirmation lost, or never have been written. Publish it again if it
+    /// must be stored (at the risk of a duplicate).
+    #[error(
+        "producer shut down before confirmation (drain timeout expired): \
+         the message may or may not have been stored"
+    )]
+    Unconfirmed,
+    /// [`Producer::close`] (or a [`flush`](Producer::flush) waiting while the producer shut
+    /// down): the [drain timeout](ProducerConfig::drain_timeout) expired with `unconfirmed`
+    /// messages still unconfirmed. Each of them resolved to [`ProducerError::Unconfirmed`]; they
+    /// may or may not have been stored.
+    #[error(
+        "drain timeout expired with {unconfirmed} message(s) unconfirmed; \
+         they may or may not have been stored"
+    )]
+    DrainTimeout {
+        /// How many messages were not confirmed when the drain timeout expired.
+        unconfirmed: usize,
+    },
 }
 
 /// Settings of a [`Producer`] beyond those of its connection.
@@ -48,6 +75,7 @@ pub enum ProducerError {
 pub struct ProducerConfig {
     reconnect: ReconnectConfig,
     max_pending: usize,
+    drain_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -57,7 +85,8 @@ impl Default for ProducerConfig {
 }
 
 impl ProducerConfig {
-    /// These connection settings and the default window ([`DEFAULT_MAX_PENDING`]).
+    /// These connection settings, the default window ([`DEFAULT_MAX_PENDING`]) and the default
+    /// drain timeout ([`DEFAULT_DRAIN_TIMEOUT`]).
     ///
     /// The producer always uses [`UnsentPolicy::HandBack`]: it re-sends by itself.
     pub fn new(mut reconnect: ReconnectConfig) -> Self {
@@ -65,6 +94,7 @@ impl ProducerConfig {
         ProducerConfig {
             reconnect,
             max_pending: DEFAULT_MAX_PENDING,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 
@@ -72,6 +102,21 @@ impl ProducerConfig {
     /// beyond that. Default: 1000. Values below 1 are raised to 1.
     pub fn max_pending(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
+        self
+    }
+
+    /// How long a shutting-down producer keeps trying to get its messages confirmed. Default:
+    /// [`DEFAULT_DRAIN_TIMEOUT`] (30 s).
+    ///
+    /// The time starts when [`Producer::close`] is called or when the last handle is dropped.
+    /// Until it runs out, the producer goes on as usual: it reconnects, re-sends and waits for
+    /// confirmations. If messages are still unconfirmed when it runs out, each resolves to
+    /// [`ProducerError::Unconfirmed`], `close()` returns [`ProducerError::DrainTimeout`], and the
+    /// producer drops its connection and stops for good: it never connects again.
+    /// `Duration::ZERO` gives up on whatever is unconfirmed as soon as the shutdown starts;
+    /// `Duration::MAX` waits for ever.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 }
@@ -132,7 +177,7 @@ enum Command {
         permit: OwnedSemaphorePermit,
     },
     Flush(oneshot::Sender<Result<(), ProducerError>>),
-    Close(oneshot::Sender<Result<(), Error>>),
+    Close(oneshot::Sender<Result<(), ProducerError>>),
 }
 
 /// Publishes messages and confirms each one.
@@ -150,8 +195,16 @@ enum Command {
 /// refused by the server ([`ProducerError::Rejected`]), or, if the producer stops for good,
 /// reported as [`ProducerError::Stopped`].
 ///
+/// # Shutdown
+///
 /// The producer runs in a tokio task; cloning a `Producer` gives another handle to the same one.
-/// When every handle is dropped, it finishes the messages in flight, then closes the connection.
+/// When every handle is dropped, it goes on until the messages in flight are confirmed, then
+/// closes the connection and ends. [`close`](Self::close) does the same and waits for it. Both
+/// are bounded by the [drain timeout](ProducerConfig::drain_timeout) (default 30 s): if it
+/// expires first, for instance because the server is unreachable, every unconfirmed message
+/// resolves to [`ProducerError::Unconfirmed`] (it may or may not have been stored), `close()`
+/// returns [`ProducerError::DrainTimeout`], and the task drops its connection and ends; it never
+/// reconnects after that.
 #[derive(Clone)]
 pub struct Producer {
     commands: mpsc::UnboundedSender<Command>,
@@ -171,6 +224,12 @@ impl fmt::Debug for Producer {
 impl Producer {
     /// Starts a producer over connections from `factory` (see [`Connect`]), with default
     /// settings. Must be called within a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the producer spawns its task on the current one), with the
+    /// message "Producer must be created inside a Tokio runtime".
+    #[track_caller]
     pub fn new<F>(factory: F) -> Self
     where
         F: Connect + Send + 'static,
@@ -181,12 +240,24 @@ impl Producer {
     }
 
     /// Starts a producer with these settings. Must be called within a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the producer spawns its task on the current one), with the
+    /// message "Producer must be created inside a Tokio runtime".
+    #[track_caller]
     pub fn with_config<F>(factory: F, config: ProducerConfig) -> Self
     where
         F: Connect + Send + 'static,
         F::Transport: Send,
         F::Future: Send,
     {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            panic!(
+                "stream_websocket::gdn::Producer must be created inside a Tokio runtime: \
+                 it runs in a task spawned on the current runtime"
+            );
+        };
         let stream = ReconnectingStream::with_config(factory, config.reconnect);
         let events = stream.event_hub();
         let (commands, rx) = mpsc::unbounded_channel();
@@ -202,10 +273,12 @@ impl Producer {
             connection: 0,
             flushes: Vec::new(),
             close: None,
+            drain_timeout: config.drain_timeout,
+            drain: None,
             window: window.clone(),
             shared: shared.clone(),
         };
-        tokio::spawn(task.run());
+        runtime.spawn(task.run());
         Producer {
             commands,
             window,
@@ -224,7 +297,9 @@ impl Producer {
     /// # Errors
     ///
     /// [`ProducerError::Rejected`] if the server refused it, [`ProducerError::Stopped`] if the
-    /// producer stopped for good first, [`ProducerError::Closed`] if it was closed.
+    /// producer stopped for good first, [`ProducerError::Closed`] if it was closed,
+    /// [`ProducerError::Unconfirmed`] if it was shutting down and its
+    /// [drain timeout](ProducerConfig::drain_timeout) expired before the confirmation.
     ///
     /// # Cancel safety
     ///
@@ -267,7 +342,9 @@ impl Producer {
     ///
     /// # Errors
     ///
-    /// [`ProducerError::Stopped`] or [`ProducerError::Closed`] if the producer stopped first.
+    /// [`ProducerError::Stopped`] or [`ProducerError::Closed`] if the producer stopped first;
+    /// [`ProducerError::DrainTimeout`] if it was shutting down (another handle called
+    /// [`close`](Self::close)) and its drain timeout expired first.
     pub async fn flush(&self) -> Result<(), ProducerError> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -279,19 +356,20 @@ impl Producer {
     /// Waits for every message in flight to be confirmed, then closes the connection. Other
     /// handles to this producer can send no more.
     ///
+    /// Bounded by the [drain timeout](ProducerConfig::drain_timeout) (default 30 s), which starts
+    /// now: see [Shutdown](Self#shutdown).
+    ///
     /// # Errors
     ///
-    /// The error that stopped the producer, if it stopped before everything was confirmed.
+    /// [`ProducerError::DrainTimeout`] with the number of messages left unconfirmed if the
+    /// drain timeout expired first; [`ProducerError::Stopped`] with the error that stopped the
+    /// producer, if it stopped for good before everything was confirmed.
     pub async fn close(self) -> Result<(), ProducerError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Close(tx))
             .map_err(|_| self.shared.stopped())?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ProducerError::Stopped(e)),
-            Err(_) => Err(self.shared.stopped()),
-        }
+        rx.await.unwrap_or_else(|_| Err(self.shared.stopped()))
     }
 
     /// The counters so far.
@@ -330,7 +408,8 @@ impl Producer {
     }
 }
 
-/// Resolves to the message id once the server confirmed the message.
+/// Resolves to the message id once the server confirmed the message, or to the
+/// [`ProducerError`] that settled it otherwise (see [`Producer::send`]).
 #[derive(Debug)]
 #[must_use = "a receipt does nothing unless awaited; dropping it does not withdraw the message"]
 pub struct Receipt {
@@ -452,7 +531,11 @@ struct Task<F: Connect> {
     connection: u64,
     /// Flush waiters: resolved once every message up to the sequence number is settled.
     flushes: Vec<(u64, oneshot::Sender<Result<(), ProducerError>>)>,
-    close: Option<oneshot::Sender<Result<(), Error>>>,
+    close: Option<oneshot::Sender<Result<(), ProducerError>>>,
+    drain_timeout: Duration,
+    /// Runs from the moment the producer starts shutting down (`close()`, or every handle
+    /// dropped); when it fires, whatever is unconfirmed is given up.
+    drain: Option<Pin<Box<Sleep>>>,
     window: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
@@ -466,6 +549,10 @@ impl<F: Connect> Task<F> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             self.take_commands(cx);
+            if self.drain_expired(cx) {
+                self.give_up();
+                return Poll::Ready(());
+            }
 
             // A new connection: everything unconfirmed goes out again, oldest first.
             if self.stream.is_open() && self.stream.connections() != self.connection {
@@ -515,7 +602,7 @@ impl<F: Connect> Task<F> {
                 if let Some(tx) = self.close.take() {
                     let _ = tx.send(closed.or_else(|e| match e {
                         Error::Unsent(_) => Ok(()),
-                        e => Err(e),
+                        e => Err(ProducerError::Stopped(e)),
                     }));
                 }
                 self.fail(ProducerError::Closed);
@@ -523,6 +610,44 @@ impl<F: Connect> Task<F> {
             }
             return Poll::Pending;
         }
+    }
+
+    /// Whether the producer is shutting down (closed, or every handle dropped) with messages
+    /// still unconfirmed after the drain timeout. Starts the timeout the first time it finds
+    /// the producer shutting down.
+    fn drain_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !(self.intake_closed || self.close.is_some()) {
+            return false;
+        }
+        let timeout = self.drain_timeout;
+        let drain = self
+            .drain
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        // With nothing unconfirmed, the close under way is bounded by `close_timeout` alone.
+        drain.as_mut().poll(cx).is_ready() && !self.pending.is_empty()
+    }
+
+    /// The drain timeout expired: every unconfirmed message, flush and `close()` learns so, and
+    /// the task ends, dropping its connection (it never reconnects after this).
+    fn give_up(&mut self) {
+        let unconfirmed = self.pending.len();
+        tracing::warn!(
+            unconfirmed,
+            timeout = ?self.drain_timeout,
+            "producer drain timeout expired; giving up on unconfirmed messages"
+        );
+        for in_flight in self.pending.drain() {
+            let _ = in_flight.reply.send(Err(ProducerError::Unconfirmed));
+        }
+        let expired = ProducerError::DrainTimeout { unconfirmed };
+        for (_, tx) in self.flushes.drain(..) {
+            let _ = tx.send(Err(expired.clone()));
+        }
+        if let Some(tx) = self.close.take() {
+            let _ = tx.send(Err(expired));
+        }
+        // Anything sent from another handle after this is told the producer is closed.
+        self.fail(ProducerError::Closed);
     }
 
     fn take_commands(&mut self, cx: &mut Context<'_>) {
@@ -568,14 +693,32 @@ impl<F: Connect> Task<F> {
         }
     }
 
-    /// Writes pending messages not yet written to this connection, in order.
+    /// Whether the stream is open on the connection the writes so far went to. Writing is only
+    /// allowed then: while disconnected, the stream would queue a message for the next
+    /// connection, ahead of the older unconfirmed ones that are re-sent from `pending`.
+    fn on_tracked_connection(&self) -> bool {
+        self.stream.is_open() && self.stream.connections() == self.connection
+    }
+
+    /// Writes pending messages not yet written to this connection, in order. Stops at the first
+    /// sign of a loss (a failed `start_send`, or a `poll_ready` that found the connection gone,
+    /// or even reconnected): after a loss, everything unconfirmed goes out again from `pending`,
+    /// oldest first, once the task has seen the new connection.
     fn write(&mut self, cx: &mut Context<'_>) {
         let mut wrote = false;
         while let Some((seq, in_flight)) = self.pending.next_from(self.next_to_send) {
+            if !self.on_tracked_connection() {
+                break;
+            }
             match self.stream.poll_ready_unpin(cx) {
                 Poll::Ready(Ok(())) => {}
                 // Errors surface through the stream side.
                 Poll::Ready(Err(_)) | Poll::Pending => break,
+            }
+            // `poll_ready` may have read a Close, an EOF or a keepalive timeout, and answered
+            // Ready with nothing open (or with a new connection opened meanwhile).
+            if !self.on_tracked_connection() {
+                break;
             }
             let item = Outgoing::Publish(in_flight.message.clone());
             if self.stream.start_send_unpin(item).is_err() {
@@ -646,7 +789,7 @@ impl<F: Connect> Task<F> {
         }
         if let Some(tx) = self.close.take() {
             let _ = tx.send(match error {
-                ProducerError::Stopped(e) => Err(e),
+                ProducerError::Stopped(_) => Err(error),
                 _ => Ok(()),
             });
         }
