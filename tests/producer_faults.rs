@@ -134,3 +134,15 @@ async fn first_copies_in_order_after_losses_with_small_windows() {
     })
     .await;
 }
+
+// One thread, a queue of two and a window of 1000: the server answers and drops while the
+// producer's task is not running, so every loss is found with the server's acknowledgements
+// already waiting in the socket. Before the stream's fault fixes, this producer never got a
+// confirmation and reconnected forever (161 reconnects in 10 s).
+#[tokio::test(flavor = "current_thread")]
+async fn acknowledgements_waiting_when_a_connection_fails_are_not_lost() {
+    support::bounded(async {
+        first_copies_in_publish_order(300, 1024, 37, 1000, Some(2)).await;
+    })
+    .await;
+}
