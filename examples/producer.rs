@@ -30,7 +30,9 @@ struct Cli {
     prefix: String,
 }
 
-#[tokio::main]
+// One thread: the producer's task starts connecting only once `run` first waits, so the event
+// printer subscribed right after `Producer::with_config` sees the first open too.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     common::exit_code(run(Cli::parse()).await)
 }
