@@ -64,15 +64,10 @@ use crate::event::{
 /// A WebSocket connection as the stream uses it: a `Stream` of messages and a `Sink` for them,
 /// with tungstenite's error type. `tokio_tungstenite::WebSocketStream` over any I/O is one.
 ///
-/// Beyond the `Stream` and `Sink` contracts, the stream relies on two things, which
-/// `WebSocketStream` does and any well-behaved transport does:
-/// - once `poll_next` returned `Pending`, nothing can be read until the transport wakes the
-///   waker of a later poll (of either side: the stream gives every poll the same waker). Until
-///   then the stream does not poll it again: a read there would only find it empty, and
-///   tungstenite zero-fills its read buffer on every read.
-/// - after `poll_ready` returned `Ready(Ok)`, `start_send` accepts the item whether or not
-///   anything was read in between: the stream writes an item straight through when nothing is
-///   queued ahead of it.
+/// Beyond the `Stream` and `Sink` contracts, the stream relies on one thing, which
+/// `WebSocketStream` does and any well-behaved transport does: after `poll_ready` returned
+/// `Ready(Ok)`, `start_send` accepts the item whether or not anything was read in between (the
+/// stream writes an item straight through when nothing is queued ahead of it).
 pub trait Transport:
     Stream<Item = Result<Message, tungstenite::Error>>
     + Sink<Message, Error = tungstenite::Error>
@@ -124,7 +119,7 @@ where
 struct WakerPair {
     read: AtomicWaker,
     write: AtomicWaker,
-    /// How many times it was woken: see [`ReadGate`].
+    /// How many times it was woken: see `ReconnectingStream::poll_with`.
     wakes: AtomicUsize,
 }
 
@@ -558,34 +553,12 @@ struct Conn<T> {
     needs_flush: bool,
     /// The peer's Close frame, once received: (code, reason).
     close_frame: Option<(Option<u16>, String)>,
-    reads: ReadGate,
     /// Messages the stream side read one at a time since keepalive and the queue were last
     /// serviced. It reads so only while this is below `read_ahead`, so that keepalive is
     /// checked at least that often. (`start_send` needs no such count: what it writes stays
     /// in `unflushed` until a flush, which services the connection, and `poll_ready` services
     /// it too once `queue_capacity` items wait.)
     direct_reads: usize,
-}
-
-/// Skips reads that cannot succeed. Once the transport answered `Pending`, nothing can arrive
-/// before it wakes the proxy waker, so until the proxy counts a wake, another read would only
-/// find it empty again. Such a read is not free: tungstenite zero-fills its free read buffer
-/// (128 KiB by default) before every read from the socket, whether data is there or not, and
-/// when both sides of the stream are polled in turn, each would make that read once per wake.
-#[derive(Debug)]
-struct ReadGate {
-    wakers: Arc<WakerPair>,
-    /// The wake count read just before the transport last answered `Pending`.
-    parked_at: Option<usize>,
-}
-
-impl ReadGate {
-    /// The current wake count, if a read could find something.
-    #[inline(always)]
-    fn open(&self) -> Option<usize> {
-        let wakes = self.wakers.wakes.load(Ordering::Acquire);
-        (self.parked_at != Some(wakes)).then_some(wakes)
-    }
 }
 
 impl<T> Conn<T> {
@@ -1239,10 +1212,6 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 keepalive,
                 needs_flush: false,
                 close_frame: None,
-                reads: ReadGate {
-                    wakers: self.wakers.clone(),
-                    parked_at: None,
-                },
                 direct_reads: 0,
             },
             lost: None,
@@ -1508,16 +1477,9 @@ fn read_next<T: Transport, C: Codec>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<(C::Item, usize), Lost>> {
     loop {
-        // Read before polling, so that a wake during the poll reopens the gate.
-        let Some(wakes) = conn.reads.open() else {
-            return Poll::Pending;
-        };
         let msg = match Pin::new(&mut conn.transport).poll_next(cx) {
             Poll::Ready(Some(Ok(msg))) => msg,
-            Poll::Pending => {
-                conn.reads.parked_at = Some(wakes);
-                return Poll::Pending;
-            }
+            Poll::Pending => return Poll::Pending,
             Poll::Ready(end) => return Poll::Ready(Err(connection_ended(conn, end))),
         };
         if let Some(ka) = &mut conn.keepalive {

@@ -1,7 +1,6 @@
 //! The shortcuts of the hot path, against a scripted in-memory transport whose every call is
-//! counted: a transport that answered `Pending` is not read again before it wakes the stream,
-//! `start_send` writes straight to a ready transport, and nothing a shortcut touched is lost when
-//! the connection fails.
+//! counted: `start_send` writes straight to a ready transport, and nothing a shortcut touched is
+//! lost when the connection fails.
 mod support;
 
 use std::collections::VecDeque;
@@ -128,30 +127,6 @@ fn text(item: Option<Result<Message, stream_websocket::Error>>) -> String {
         .unwrap()
         .as_str()
         .to_string()
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_transport_that_found_nothing_is_not_read_again_until_it_wakes() {
-    bounded(async {
-        let conn = wire();
-        let mut stream = stream_over(std::slice::from_ref(&conn));
-        assert!(pending(stream.next()));
-        let reads = conn.lock().unwrap().reads;
-        assert!(reads >= 1, "the stream read the new connection");
-
-        // Polled again, by either side, without a wake: the transport is not asked again.
-        for _ in 0..5 {
-            assert!(pending(stream.next()));
-            assert!(!pending(stream.flush()));
-        }
-        assert_eq!(conn.lock().unwrap().reads, reads);
-
-        // A message arrives and wakes the stream: it is read at once.
-        conn.lock().unwrap().deliver(Message::text("m1"));
-        assert_eq!(text(stream.next().await), "m1");
-        assert!(conn.lock().unwrap().reads > reads);
-    })
-    .await;
 }
 
 #[tokio::test(start_paused = true)]
