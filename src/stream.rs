@@ -63,11 +63,6 @@ use crate::event::{
 
 /// A WebSocket connection as the stream uses it: a `Stream` of messages and a `Sink` for them,
 /// with tungstenite's error type. `tokio_tungstenite::WebSocketStream` over any I/O is one.
-///
-/// Beyond the `Stream` and `Sink` contracts, the stream relies on one thing, which
-/// `WebSocketStream` does and any well-behaved transport does: after `poll_ready` returned
-/// `Ready(Ok)`, `start_send` accepts the item whether or not anything was read in between (the
-/// stream writes an item straight through when nothing is queued ahead of it).
 pub trait Transport:
     Stream<Item = Result<Message, tungstenite::Error>>
     + Sink<Message, Error = tungstenite::Error>
@@ -423,9 +418,7 @@ impl<F: Connect, C: Codec> Sink<C::Out> for ReconnectingStream<F, C> {
 
     #[inline]
     fn start_send(self: Pin<&mut Self>, item: C::Out) -> Result<(), Error> {
-        let this = self.get_mut();
-        this.core
-            .start_send(item, &mut Context::from_waker(&this.proxy))
+        self.get_mut().core.start_send(item)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -972,34 +965,11 @@ impl<F: Connect, C: Codec> Core<F, C> {
         }
     }
 
-    /// `cx`: the proxy's context, for the transport's readiness; nothing waits on it here.
+    /// An accepted item waits in the queue; it is written when either side next services the
+    /// connection (a flush, a full queue, or the stream side). Refused once the stream is
+    /// closing or done.
     #[inline]
-    fn start_send(&mut self, item: C::Out, cx: &mut Context<'_>) -> Result<(), Error> {
-        // The common case: open, nothing queued ahead of this item, and the transport ready.
-        // The item goes out now, as `write_queue` would write it, without a trip through the
-        // queue.
-        if let State::Open { conn, lost: None } = &mut self.state {
-            if self.queue.is_empty() {
-                match Pin::new(&mut conn.transport).poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        if let Err(e) = write_one(conn, &mut self.codec, &mut self.unflushed, item)
-                        {
-                            self.write_failed(e.into(), cx);
-                        }
-                        return Ok(());
-                    }
-                    Poll::Ready(Err(e)) => self.write_failed(e.into(), cx),
-                    Poll::Pending => {}
-                }
-            }
-        }
-        self.enqueue(item)
-    }
-
-    /// `start_send` when the item cannot go out at once: it waits in the queue, or is refused
-    /// once the stream is closing or done.
-    #[inline(never)]
-    fn enqueue(&mut self, item: C::Out) -> Result<(), Error> {
+    fn start_send(&mut self, item: C::Out) -> Result<(), Error> {
         if self.state.is_stopped() {
             // Refused, but not lost: the caller gets it back from take_unsent().
             self.unsent.push(item);
@@ -1007,17 +977,6 @@ impl<F: Connect, C: Codec> Core<F, C> {
         }
         self.queue.push_back(item);
         Ok(())
-    }
-
-    /// The transport failed in `start_send`, which cannot report it: the next poll of either
-    /// side does. What the transport still holds is read first (see `salvage_reads`).
-    /// Nothing is lost meanwhile: the item waits in `unflushed` or `queue`, which are re-queued
-    /// or handed back when the loss is handled.
-    #[cold]
-    #[inline(never)]
-    fn write_failed(&mut self, error: Error, cx: &mut Context<'_>) {
-        self.salvage_reads(cx);
-        self.transition(Transition::LostLater(Lost::Error(error)), cx);
     }
 
     /// The open connection failed on the write side (or keepalive gave up on it): reads what
@@ -1033,10 +992,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
         };
         let cap = ReadLimit {
             messages: usize::MAX,
-            bytes: self
-                .inbound
-                .bytes
-                .saturating_add(self.config.read_ahead_bytes),
+            bytes: self.inbound.bytes.saturating_add(self.config.read_ahead_bytes),
         };
         while !self.inbound.is_full(cap) {
             match read_next(conn, &mut self.codec, &self.events, cx) {
