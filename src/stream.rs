@@ -992,7 +992,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
         };
         let cap = ReadLimit {
             messages: usize::MAX,
-            bytes: self.inbound.bytes.saturating_add(self.config.read_ahead_bytes),
+            bytes: self
+                .inbound
+                .bytes
+                .saturating_add(self.config.read_ahead_bytes),
         };
         while !self.inbound.is_full(cap) {
             match read_next(conn, &mut self.codec, &self.events, cx) {

@@ -70,9 +70,8 @@ async fn redeliveries_after_a_drop_are_handled() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn unacknowledged_redeliveries_are_yielded_and_counted() {
-    let script = Script::new([
+fn redelivering_b() -> std::sync::Arc<Script> {
+    Script::new([
         Outcome::Deliver {
             ids: vec!["a", "b"],
             uptime: Duration::from_secs(1),
@@ -81,19 +80,49 @@ async fn unacknowledged_redeliveries_are_yielded_and_counted() {
             ids: vec!["b", "c"],
             uptime: Duration::from_secs(3600),
         },
-    ]);
+    ])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivery_of_a_message_the_application_holds_is_not_handed_over_twice() {
+    let script = redelivering_b();
+    let mut consumer = Consumer::with_config(script.factory(), config());
+    let a = consumer.next().await.unwrap().unwrap();
+    consumer.ack(&a).await.unwrap();
+    // "b" is handed over and still being processed when the connection drops.
+    let b = consumer.next().await.unwrap().unwrap();
+    assert_eq!(payload(&b), "b");
+    // The server delivers "b" again on the next connection: held back, not handed over.
+    let c = consumer.next().await.unwrap().unwrap();
+    assert_eq!(payload(&c), "c");
+    let stats = consumer.stats();
+    assert_eq!(
+        (stats.received, stats.held_back, stats.redelivered),
+        (3, 1, 0)
+    );
+    // The application's acknowledgement of its copy settles it.
+    consumer.ack(&b).await.unwrap();
+    consumer.ack(&c).await.unwrap();
+    consumer.flush().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_the_application_nacked_is_handed_over_again() {
+    let script = redelivering_b();
     let mut consumer = Consumer::with_config(script.factory(), config());
     let mut got = Vec::new();
     while got.len() < 4 {
         let m = consumer.next().await.unwrap().unwrap();
-        // Only "a" is acknowledged on the first connection.
-        if payload(&m) != "b" || got.contains(&"b".to_string()) {
+        if payload(&m) == "b" && !got.contains(&"b".to_string()) {
+            consumer.nack(&m).await.unwrap();
+        } else {
             consumer.ack(&m).await.unwrap();
         }
         got.push(payload(&m));
     }
     assert_eq!(got, ["a", "b", "b", "c"]);
-    assert_eq!(consumer.stats().redelivered, 1);
+    let stats = consumer.stats();
+    assert_eq!((stats.redelivered, stats.held_back), (1, 0));
 }
 
 #[tokio::test(start_paused = true)]

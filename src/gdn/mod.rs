@@ -3,10 +3,15 @@
 //! [`ReconnectingStream`](crate::ReconnectingStream).
 
 mod consumer;
+mod dedup;
 mod producer;
 mod url;
 
-pub use consumer::{Consumer, ConsumerStats, DEFAULT_REMEMBERED_IDS};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerStats, DEFAULT_DEDUP_BYTES, DEFAULT_DEDUP_KEYS,
+    DEFAULT_REMEMBERED_IDS, DEFAULT_REMEMBERED_IDS_BYTES,
+};
+pub use dedup::{ENTRY_OVERHEAD, IDEMPOTENCY_KEY};
 pub use producer::{
     Producer, ProducerConfig, ProducerError, ProducerStats, Receipt, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_PENDING,

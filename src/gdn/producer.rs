@@ -19,6 +19,8 @@ use crate::error::Error;
 use crate::event::{CloseEvent, Event, EventHub, Listener, OpenEvent, ReconnectingEvent};
 use crate::stream::{Connect, ReconnectingStream};
 
+use super::dedup::IDEMPOTENCY_KEY;
+
 /// Default number of messages that may be in flight (sent, not yet confirmed): 1000, the Pulsar
 /// WebSocket API's default `maxPendingMessages`.
 pub const DEFAULT_MAX_PENDING: usize = 1000;
@@ -76,6 +78,14 @@ pub struct ProducerConfig {
     reconnect: ReconnectConfig,
     max_pending: usize,
     drain_timeout: Duration,
+    idempotency_keys: bool,
+    producer_id: Option<String>,
+}
+
+impl From<ReconnectConfig> for ProducerConfig {
+    fn from(reconnect: ReconnectConfig) -> Self {
+        ProducerConfig::new(reconnect)
+    }
 }
 
 impl Default for ProducerConfig {
@@ -95,7 +105,26 @@ impl ProducerConfig {
             reconnect,
             max_pending: DEFAULT_MAX_PENDING,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            idempotency_keys: true,
+            producer_id: None,
         }
+    }
+
+    /// Whether every message gets an idempotency key (the property
+    /// [`IDEMPOTENCY_KEY`](super::IDEMPOTENCY_KEY), `<producer id>-<sequence number>`), so that
+    /// a [`Consumer`](super::Consumer) hands a message stored twice to the application once.
+    /// Default: on. A key the application set on a message is kept either way.
+    pub fn idempotency_keys(mut self, on: bool) -> Self {
+        self.idempotency_keys = on;
+        self
+    }
+
+    /// The producer's identity in its idempotency keys. Default: 16 random hex digits per
+    /// `Producer`. Set it to keep keys stable across processes, for example for a process that
+    /// re-publishes from its own outbox after a restart in the same order.
+    pub fn producer_id(mut self, id: impl Into<String>) -> Self {
+        self.producer_id = Some(id.into());
+        self
     }
 
     /// How many messages may await confirmation at once; [`Producer::send`] waits for room
@@ -187,13 +216,21 @@ enum Command {
 /// many messages can be in flight at once (up to [`ProducerConfig::max_pending`]) and are matched
 /// to their confirmations by context, not by arrival order.
 ///
-/// # Delivery guarantee: at least once
+/// # Delivery guarantee: at least once to the server, once to the application
 ///
 /// When the connection drops, every message not yet confirmed is written again on the next
-/// connection, in its original order, before anything newer. A message whose confirmation was lost
-/// in the drop is therefore stored twice. Nothing accepted is lost: a message is either confirmed,
-/// refused by the server ([`ProducerError::Rejected`]), or, if the producer stops for good,
-/// reported as [`ProducerError::Stopped`].
+/// connection, in its original order, before anything newer: the first copy of every message
+/// reaches the server in publish order. A message whose confirmation was lost in the drop is
+/// therefore stored twice. Nothing accepted is lost: a message is either confirmed, refused by
+/// the server ([`ProducerError::Rejected`]), or, if the producer stops for good, reported as
+/// [`ProducerError::Stopped`] or [`ProducerError::Unconfirmed`].
+///
+/// Every message carries an idempotency key ([`IDEMPOTENCY_KEY`](super::IDEMPOTENCY_KEY),
+/// `<producer id>-<sequence number>`), set once when it is accepted and the same in every
+/// re-send, so that a [`Consumer`](super::Consumer) hands a message stored twice to the
+/// application once (see its guarantee). [`ProducerConfig::idempotency_keys`] turns that off,
+/// [`ProducerConfig::producer_id`] sets the identity, and a key the application set on a
+/// message is kept.
 ///
 /// # Shutdown
 ///
@@ -246,7 +283,7 @@ impl Producer {
     /// Outside a Tokio runtime (the producer spawns its task on the current one), with the
     /// message "Producer must be created inside a Tokio runtime".
     #[track_caller]
-    pub fn with_config<F>(factory: F, config: ProducerConfig) -> Self
+    pub fn with_config<F>(factory: F, config: impl Into<ProducerConfig>) -> Self
     where
         F: Connect + Send + 'static,
         F::Transport: Send,
@@ -258,6 +295,7 @@ impl Producer {
                  it runs in a task spawned on the current runtime"
             );
         };
+        let config = config.into();
         let stream = ReconnectingStream::with_config(factory, config.reconnect);
         let events = stream.event_hub();
         let (commands, rx) = mpsc::unbounded_channel();
@@ -275,6 +313,12 @@ impl Producer {
             close: None,
             drain_timeout: config.drain_timeout,
             drain: None,
+            key_prefix: config.idempotency_keys.then(|| {
+                let id = config
+                    .producer_id
+                    .unwrap_or_else(|| format!("{:016x}", crate::backoff::Rng::entropy_seed()));
+                format!("{id}-")
+            }),
             window: window.clone(),
             shared: shared.clone(),
         };
@@ -536,6 +580,8 @@ struct Task<F: Connect> {
     /// Runs from the moment the producer starts shutting down (`close()`, or every handle
     /// dropped); when it fires, whatever is unconfirmed is given up.
     drain: Option<Pin<Box<Sleep>>>,
+    /// `<producer id>-`, the start of every idempotency key; `None` when keys are off.
+    key_prefix: Option<String>,
     window: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
@@ -665,6 +711,13 @@ impl<F: Connect> Task<F> {
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     message.context = Some(seq.to_string());
+                    if let Some(prefix) = &self.key_prefix {
+                        // Set once, here: every re-send carries the same key.
+                        message
+                            .properties
+                            .entry(IDEMPOTENCY_KEY.to_owned())
+                            .or_insert_with(|| format!("{prefix}{seq}"));
+                    }
                     self.pending.push(
                         seq,
                         InFlight {
