@@ -188,6 +188,22 @@ impl From<ConfigError> for Error {
     }
 }
 
+/// Formats an error and every [`source`](std::error::Error::source) below it, joined by `": "`:
+/// the whole story in one line, for the crate's logs (each message names only its own layer).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
 /// The cause to report for a tungstenite error. tungstenite's error types print their cause in
 /// their own message (`"WebSocket protocol error: {0}"`) and return it from `source()` as well;
 /// a chain through them would say everything twice. So skip each tungstenite layer that has a
@@ -656,6 +672,16 @@ mod chain_tests {
             assert_said_once(&e, &cause);
             assert_eq!(report(&e), format!("WebSocket protocol error: {cause}"));
         }
+    }
+
+    #[test]
+    fn the_log_chain_formatter_says_every_cause_once() {
+        let e = Error::GaveUp {
+            attempts: 3,
+            last: Box::new(refused()),
+        };
+        assert_eq!(Chain(&e).to_string(), report(&e));
+        assert_eq!(Chain(&Error::Closed).to_string(), "the stream is closed");
     }
 
     /// Errors without a cause keep their whole story in their own message.
