@@ -117,7 +117,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Http { status, body } => {
-                write!(f, "handshake rejected with HTTP {status}{}", body_suffix(body))
+                write!(
+                    f,
+                    "handshake rejected with HTTP {status}{}",
+                    body_suffix(body)
+                )
             }
             Error::ConnectTimeout(d) => write!(f, "connection attempt timed out after {d:?}"),
             Error::KeepaliveTimeout(d) => write!(
@@ -524,7 +528,8 @@ mod chain_tests {
 
     #[test]
     fn protocol_error_chain_names_the_cause_once() {
-        let e: Error = tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake).into();
+        let e: Error =
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake).into();
         assert!(matches!(e, Error::Protocol(_)), "{e:?}");
         assert_eq!(e.to_string(), "WebSocket protocol error");
         assert_eq!(
@@ -541,7 +546,10 @@ mod chain_tests {
         );
         assert_said_once(&e, "invalid byte");
         let e: Error = tungstenite::Error::AttackAttempt.into();
-        assert_eq!(report(&e), "WebSocket protocol error: Attack attempt detected");
+        assert_eq!(
+            report(&e),
+            "WebSocket protocol error: Attack attempt detected"
+        );
     }
 
     #[test]
@@ -666,7 +674,10 @@ mod chain_tests {
         ];
         for e in with_source {
             let cause = e.source().expect("a source").to_string();
-            assert!(e.to_string().ends_with(&format!(": {cause}")), "{e} / {cause}");
+            assert!(
+                e.to_string().ends_with(&format!(": {cause}")),
+                "{e} / {cause}"
+            );
             // Through the crate's error, the chain says it once.
             let e = Error::Protocol(Arc::new(e));
             assert_said_once(&e, &cause);
@@ -713,7 +724,12 @@ mod chain_tests {
             Box::new(ProducerError::DrainTimeout { unconfirmed: 3 }),
             Box::new(UrlError::EmptyName { what: "tenant" }),
             Box::new(crate::event::ListenerError::Lagged(5)),
-            Box::new(ReconnectConfig::builder().grow_factor(0.5).build().unwrap_err()),
+            Box::new(
+                ReconnectConfig::builder()
+                    .grow_factor(0.5)
+                    .build()
+                    .unwrap_err(),
+            ),
         ];
         for e in leaves {
             assert!(e.source().is_none(), "{e}: {:?}", e.source());

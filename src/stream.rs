@@ -992,7 +992,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
         };
         let cap = ReadLimit {
             messages: usize::MAX,
-            bytes: self.inbound.bytes.saturating_add(self.config.read_ahead_bytes),
+            bytes: self
+                .inbound
+                .bytes
+                .saturating_add(self.config.read_ahead_bytes),
         };
         while !self.inbound.is_full(cap) {
             match read_next(conn, &mut self.codec, &self.events, cx) {
@@ -1208,7 +1211,9 @@ impl<F: Connect, C: Codec> Core<F, C> {
             Lost::Error(e) => (Some(e.clone()), e),
         };
         match &error {
-            Some(e) => tracing::warn!(connection = conn.number, error = %Chain(e), "connection lost"),
+            Some(e) => {
+                tracing::warn!(connection = conn.number, error = %Chain(e), "connection lost")
+            }
             None => tracing::info!(connection = conn.number, ?code, "connection closed by peer"),
         }
         self.release_unflushed();

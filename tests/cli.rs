@@ -185,7 +185,10 @@ async fn giving_up_exits_2_naming_the_last_cause() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let last = stderr.lines().last().unwrap();
     assert!(last.starts_with("fatal: gave up after "), "{stderr}");
-    assert!(last.ends_with(&format!(": I/O error: {refused}")), "{stderr}");
+    assert!(
+        last.ends_with(&format!(": I/O error: {refused}")),
+        "{stderr}"
+    );
     assert_eq!(last.matches(&refused).count(), 1, "{stderr}");
     let error_event = stderr
         .lines()

@@ -137,7 +137,10 @@ async fn fed_items_wait_in_order_until_a_flush_writes_them() {
         stream.flush().await.expect("connected");
         stream.feed(Message::text("a")).await.unwrap();
         stream.feed(Message::text("b")).await.unwrap();
-        assert!(conn.lock().unwrap().written.is_empty(), "queued, not written");
+        assert!(
+            conn.lock().unwrap().written.is_empty(),
+            "queued, not written"
+        );
         assert_eq!(stream.pending(), 2);
         stream.flush().await.unwrap();
         assert_delivered(&conn, &["a", "b"]);

@@ -114,7 +114,11 @@ async fn an_untrusted_certificate_is_a_permanent_tls_error() {
                 }
                 let text = segments.join(": ");
                 assert_eq!(segments[0], "TLS handshake failed", "{text}");
-                assert_eq!(text.to_lowercase().matches("certificate").count(), 1, "{text}");
+                assert_eq!(
+                    text.to_lowercase().matches("certificate").count(),
+                    1,
+                    "{text}"
+                );
             }
             other => panic!("expected a TLS error, got {other:?}"),
         }
