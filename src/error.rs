@@ -1,5 +1,6 @@
 //! The crate's error type and the retry-or-stop classification.
 
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +28,28 @@ const MAX_BODY: usize = 256;
 ///
 /// Each variant says whether [`Error::default_disposition`] retries it. Secrets never appear in
 /// the text: URLs are redacted before they are stored.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// The message (`Display`) describes this error only; its cause, if it has one, comes from
+/// [`source()`](std::error::Error::source) and is not repeated in the message. To print the whole
+/// story, walk the chain, or use a reporter that does (`anyhow`'s `{:#}`, `eyre`, …):
+///
+/// ```
+/// use std::error::Error as _;
+/// # let e = stream_websocket::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+/// let mut text = e.to_string();
+/// let mut cause = e.source();
+/// while let Some(c) = cause {
+///     text = format!("{text}: {c}");
+///     cause = c.source();
+/// }
+/// assert_eq!(text, "I/O error: connection refused");
+/// ```
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The server answered the WebSocket handshake with an HTTP error instead of `101`.
     /// Retried for 408, 409, 425, 429 and 5xx; every other status (400, 401, 403, 404, 3xx, …)
     /// ends the stream.
-    #[error("handshake rejected with HTTP {status}{}", body_suffix(.body))]
     Http {
         /// The HTTP status code.
         status: u16,
@@ -41,35 +57,32 @@ pub enum Error {
         body: Option<String>,
     },
     /// One connection attempt took longer than the connect timeout. Retried.
-    #[error("connection attempt timed out after {0:?}")]
     ConnectTimeout(Duration),
     /// No pong or other frame arrived within the pong timeout after a ping: the connection is
     /// presumed dead (half-open). Retried.
-    #[error("no pong or other frame within {0:?} after a ping; connection presumed dead")]
     KeepaliveTimeout(Duration),
-    /// An I/O error on the socket: refused, reset, broken pipe, … Retried.
-    #[error("I/O error: {0}")]
-    Io(#[source] Arc<io::Error>),
-    /// The peer broke the WebSocket protocol. Retried.
-    #[error("WebSocket protocol error: {0}")]
-    Protocol(#[source] Arc<tungstenite::Error>),
+    /// An I/O error on the socket: refused, reset, broken pipe, … Retried. The I/O error is the
+    /// [`source`](std::error::Error::source).
+    Io(Arc<io::Error>),
+    /// The peer broke the WebSocket protocol. Retried. The
+    /// [`source`](std::error::Error::source) is what tungstenite reported, without tungstenite's
+    /// own wrapper (whose message repeats it).
+    Protocol(Arc<tungstenite::Error>),
     /// A message exceeded the configured maximum message or frame size. Ends the stream: the same
-    /// message would be redelivered and fail again.
-    #[error("message too large: {0}")]
-    Capacity(#[source] Arc<tungstenite::Error>),
+    /// message would be redelivered and fail again. The [`source`](std::error::Error::source) is
+    /// tungstenite's [`CapacityError`](tungstenite::error::CapacityError).
+    Capacity(Arc<tungstenite::Error>),
     /// TLS failed in the handshake: a certificate was refused (unknown issuer, wrong name,
     /// expired), or the peer shares no protocol version or cipher suite with us. Ends the
     /// stream: retrying cannot fix it. TLS failures on an established connection (a bad record,
-    /// a decrypt error, an alert) are reported as [`Error::Io`] and retried.
-    #[error("TLS error: {0}")]
-    Tls(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// a decrypt error, an alert) are reported as [`Error::Io`] and retried. The TLS library's
+    /// error is the [`source`](std::error::Error::source).
+    Tls(Arc<dyn std::error::Error + Send + Sync>),
     /// The URL cannot be used (bad scheme, no host, TLS support not compiled in). Ends the
     /// stream. The text is redacted.
-    #[error("invalid URL: {0}")]
     Url(String),
     /// The peer closed the connection with a Close frame (`code` is `None` for a close without a
     /// status, 1005). Retried: servers close for restarts and idle timeouts.
-    #[error("connection closed by peer (code {}{})", code.map_or_else(|| "none".to_string(), |c| c.to_string()), reason_suffix(.reason))]
     ConnectionClosed {
         /// The close code, if the frame had one.
         code: Option<u16>,
@@ -77,14 +90,13 @@ pub enum Error {
         reason: String,
     },
     /// The connection factory failed for a reason of its own (for example fetching a one-time
-    /// password). Retried.
-    #[error("connection factory failed: {0}")]
-    Factory(#[source] Arc<dyn std::error::Error + Send + Sync>),
-    /// A frame could not be decoded. Reported on the error channel; the stream goes on.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    /// The retry cap was reached. Ends the stream.
-    #[error("gave up after {attempts} consecutive failed attempts; last error: {last}")]
+    /// password). Retried. The factory's error is the [`source`](std::error::Error::source).
+    Factory(Arc<dyn std::error::Error + Send + Sync>),
+    /// A frame could not be decoded. Reported on the error channel; the stream goes on. Prints
+    /// as the [`DecodeError`] itself.
+    Decode(DecodeError),
+    /// The retry cap was reached. Ends the stream. `last` is the
+    /// [`source`](std::error::Error::source).
     GaveUp {
         /// Attempts made since the last stable connection.
         attempts: u32,
@@ -93,15 +105,124 @@ pub enum Error {
     },
     /// The stream was closed by [`close`](futures::SinkExt::close); it sends and yields nothing
     /// more.
-    #[error("the stream is closed")]
     Closed,
     /// `close()` ended with items that could not be written; get them back with
     /// [`take_unsent`](crate::ReconnectingStream::take_unsent).
-    #[error("closed with {0} outgoing items unsent; take them back with take_unsent()")]
     Unsent(usize),
-    /// A configuration value is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    /// A configuration value is invalid. Prints as the [`ConfigError`] itself.
+    Config(ConfigError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Http { status, body } => {
+                write!(
+                    f,
+                    "handshake rejected with HTTP {status}{}",
+                    body_suffix(body)
+                )
+            }
+            Error::ConnectTimeout(d) => write!(f, "connection attempt timed out after {d:?}"),
+            Error::KeepaliveTimeout(d) => write!(
+                f,
+                "no pong or other frame within {d:?} after a ping; connection presumed dead"
+            ),
+            // The cause is the source: not repeated here.
+            Error::Io(_) => f.write_str("I/O error"),
+            Error::Protocol(_) => f.write_str("WebSocket protocol error"),
+            Error::Capacity(_) => f.write_str("size limit exceeded"),
+            Error::Tls(_) => f.write_str("TLS handshake failed"),
+            Error::Url(url) => write!(f, "invalid URL: {url}"),
+            Error::ConnectionClosed { code, reason } => write!(
+                f,
+                "connection closed by peer (code {}{})",
+                code.map_or_else(|| "none".to_string(), |c| c.to_string()),
+                reason_suffix(reason)
+            ),
+            Error::Factory(_) => f.write_str("connection factory failed"),
+            Error::Decode(e) => fmt::Display::fmt(e, f),
+            Error::GaveUp { attempts, .. } => {
+                write!(f, "gave up after {attempts} consecutive failed attempts")
+            }
+            Error::Closed => f.write_str("the stream is closed"),
+            Error::Unsent(n) => write!(
+                f,
+                "closed with {n} outgoing items unsent; take them back with take_unsent()"
+            ),
+            Error::Config(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(&**e),
+            Error::Protocol(e) | Error::Capacity(e) => Some(tungstenite_cause(e)),
+            Error::Tls(e) => Some(match e.downcast_ref::<tungstenite::Error>() {
+                Some(t) => tungstenite_cause(t),
+                None => &**e,
+            }),
+            Error::Factory(e) => Some(&**e),
+            Error::GaveUp { last, .. } => Some(&**last),
+            // Transparent: these print as the inner error, so its source is theirs.
+            Error::Decode(e) => e.source(),
+            Error::Config(e) => e.source(),
+            Error::Http { .. }
+            | Error::ConnectTimeout(_)
+            | Error::KeepaliveTimeout(_)
+            | Error::Url(_)
+            | Error::ConnectionClosed { .. }
+            | Error::Closed
+            | Error::Unsent(_) => None,
+        }
+    }
+}
+
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Self {
+        Error::Decode(e)
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+/// Formats an error and every [`source`](std::error::Error::source) below it, joined by `": "`:
+/// the whole story in one line, for the crate's logs (each message names only its own layer).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+/// The cause to report for a tungstenite error. tungstenite's error types print their cause in
+/// their own message (`"WebSocket protocol error: {0}"`) and return it from `source()` as well;
+/// a chain through them would say everything twice. So skip each tungstenite layer that has a
+/// source, down to the first one that does not (or to a foreign error such as `io::Error`).
+fn tungstenite_cause(e: &tungstenite::Error) -> &(dyn std::error::Error + 'static) {
+    use tungstenite::error::ProtocolError;
+    let mut cause: &(dyn std::error::Error + 'static) = e;
+    while let Some(inner) = cause.source() {
+        if cause.is::<tungstenite::Error>() || cause.is::<ProtocolError>() {
+            cause = inner;
+        } else {
+            break;
+        }
+    }
+    cause
 }
 
 fn body_suffix(body: &Option<String>) -> String {
@@ -346,5 +467,285 @@ mod tests {
         let text = e.to_string();
         assert!(!text.contains("s3cr3t"), "{text}");
         assert!(!e.is_retryable());
+    }
+}
+
+/// Rendering errors as chains: each layer's message names only that layer, and its cause comes
+/// from `source()`, so a reporter that walks the chain prints every cause exactly once.
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+    use crate::config::ReconnectConfig;
+    use crate::gdn::{ProducerError, UrlError};
+    use std::error::Error as StdError;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+
+    /// The message of `e` and of every `source()` below it, top first.
+    fn segments(e: &(dyn StdError + 'static)) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push(c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
+    /// The whole chain as a reporter prints it: the messages joined by ": ".
+    fn report(e: &(dyn StdError + 'static)) -> String {
+        segments(e).join(": ")
+    }
+
+    /// No layer repeats the text of the layer below it, and `cause` appears exactly once.
+    fn assert_said_once(e: &(dyn StdError + 'static), cause: &str) {
+        let segs = segments(e);
+        let full = segs.join(": ");
+        for pair in segs.windows(2) {
+            assert!(
+                !pair[0].contains(&pair[1]),
+                "{full:?}: {:?} repeats its source {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert_eq!(full.matches(cause).count(), 1, "{cause:?} in {full:?}");
+    }
+
+    fn refused() -> Error {
+        io::Error::from(io::ErrorKind::ConnectionRefused).into()
+    }
+
+    #[test]
+    fn io_error_chain_names_the_cause_once() {
+        let e = refused();
+        assert_eq!(e.to_string(), "I/O error");
+        assert_eq!(report(&e), "I/O error: connection refused");
+        assert_said_once(&e, "connection refused");
+
+        let os: Error = io::Error::from_raw_os_error(111).into();
+        assert_said_once(&os, &io::Error::from_raw_os_error(111).to_string());
+    }
+
+    #[test]
+    fn protocol_error_chain_names_the_cause_once() {
+        let e: Error =
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake).into();
+        assert!(matches!(e, Error::Protocol(_)), "{e:?}");
+        assert_eq!(e.to_string(), "WebSocket protocol error");
+        assert_eq!(
+            report(&e),
+            "WebSocket protocol error: Connection reset without closing handshake"
+        );
+        assert_said_once(&e, "Connection reset without closing handshake");
+
+        // A tungstenite error without a cause of its own is the cause itself.
+        let e: Error = tungstenite::Error::Utf8("invalid byte".into()).into();
+        assert_eq!(
+            report(&e),
+            "WebSocket protocol error: UTF-8 encoding error: invalid byte"
+        );
+        assert_said_once(&e, "invalid byte");
+        let e: Error = tungstenite::Error::AttackAttempt.into();
+        assert_eq!(
+            report(&e),
+            "WebSocket protocol error: Attack attempt detected"
+        );
+    }
+
+    #[test]
+    fn capacity_error_chain_names_the_cause_once() {
+        let e: Error = tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+            size: 10,
+            max_size: 5,
+        })
+        .into();
+        assert!(matches!(e, Error::Capacity(_)), "{e:?}");
+        assert_eq!(e.to_string(), "size limit exceeded");
+        assert_eq!(report(&e), "size limit exceeded: Message too long: 10 > 5");
+        assert_said_once(&e, "Message too long: 10 > 5");
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn tls_error_chain_names_the_cause_once() {
+        let cause = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let text = cause.to_string();
+        let e: Error =
+            tungstenite::Error::Io(io::Error::new(io::ErrorKind::InvalidData, cause)).into();
+        assert!(matches!(e, Error::Tls(_)), "{e:?}");
+        assert_eq!(e.to_string(), "TLS handshake failed");
+        assert_eq!(report(&e), format!("TLS handshake failed: {text}"));
+        assert_said_once(&e, &text);
+
+        // tungstenite's own TLS errors (not through I/O) too.
+        let e: Error = tungstenite::Error::Tls(tungstenite::error::TlsError::InvalidDnsName).into();
+        assert!(matches!(e, Error::Tls(_)), "{e:?}");
+        assert_eq!(report(&e), "TLS handshake failed: Invalid DNS name");
+        assert_said_once(&e, "Invalid DNS name");
+    }
+
+    #[test]
+    fn factory_error_chain_names_the_cause_once() {
+        let e = Error::factory(io::Error::other("one-time password service down"));
+        assert_eq!(e.to_string(), "connection factory failed");
+        assert_eq!(
+            report(&e),
+            "connection factory failed: one-time password service down"
+        );
+        assert_said_once(&e, "one-time password service down");
+    }
+
+    #[test]
+    fn gave_up_error_has_the_last_error_as_its_source() {
+        let e = Error::GaveUp {
+            attempts: 3,
+            last: Box::new(refused()),
+        };
+        assert_eq!(e.to_string(), "gave up after 3 consecutive failed attempts");
+        let last = e.source().and_then(|s| s.downcast_ref::<Error>());
+        assert!(matches!(last, Some(Error::Io(_))), "{last:?}");
+        assert_eq!(
+            report(&e),
+            "gave up after 3 consecutive failed attempts: I/O error: connection refused"
+        );
+        assert_said_once(&e, "connection refused");
+
+        let e = Error::GaveUp {
+            attempts: 2,
+            last: Box::new(Error::Http {
+                status: 503,
+                body: Some("try later".into()),
+            }),
+        };
+        assert_eq!(
+            report(&e),
+            "gave up after 2 consecutive failed attempts: handshake rejected with HTTP 503: try later"
+        );
+        assert_eq!(e.http_status(), Some(503));
+    }
+
+    #[test]
+    fn producer_stopped_error_has_the_stream_error_as_its_source() {
+        let e = ProducerError::Stopped(refused());
+        assert_eq!(e.to_string(), "producer stopped before confirmation");
+        let stopped = e.source().and_then(|s| s.downcast_ref::<Error>());
+        assert!(matches!(stopped, Some(Error::Io(_))), "{stopped:?}");
+        assert_eq!(
+            report(&e),
+            "producer stopped before confirmation: I/O error: connection refused"
+        );
+        assert_said_once(&e, "connection refused");
+
+        let e = ProducerError::Stopped(Error::Http {
+            status: 401,
+            body: Some("Failed to authenticate".into()),
+        });
+        assert_eq!(
+            report(&e),
+            "producer stopped before confirmation: handshake rejected with HTTP 401: \
+             Failed to authenticate"
+        );
+
+        let e = ProducerError::Stopped(Error::GaveUp {
+            attempts: 4,
+            last: Box::new(
+                tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake).into(),
+            ),
+        });
+        assert_eq!(
+            report(&e),
+            "producer stopped before confirmation: gave up after 4 consecutive failed attempts: \
+             WebSocket protocol error: Connection reset without closing handshake"
+        );
+        assert_said_once(&e, "Connection reset without closing handshake");
+    }
+
+    /// Why `source()` skips tungstenite's layers: each one that has a source repeats it in its
+    /// own message. If a tungstenite release stops doing that, this fails and the skipping can go.
+    #[test]
+    fn tungstenite_errors_with_a_source_repeat_it() {
+        use tokio_tungstenite::tungstenite::http;
+        let with_source = [
+            tungstenite::Error::Io(io::Error::from(io::ErrorKind::ConnectionReset)),
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+            tungstenite::Error::Capacity(CapacityError::TooManyHeaders),
+            tungstenite::Error::Url(tungstenite::error::UrlError::NoHostName),
+            tungstenite::Error::HttpFormat("\0".parse::<http::Uri>().unwrap_err().into()),
+        ];
+        for e in with_source {
+            let cause = e.source().expect("a source").to_string();
+            assert!(
+                e.to_string().ends_with(&format!(": {cause}")),
+                "{e} / {cause}"
+            );
+            // Through the crate's error, the chain says it once.
+            let e = Error::Protocol(Arc::new(e));
+            assert_said_once(&e, &cause);
+            assert_eq!(report(&e), format!("WebSocket protocol error: {cause}"));
+        }
+    }
+
+    #[test]
+    fn the_log_chain_formatter_says_every_cause_once() {
+        let e = Error::GaveUp {
+            attempts: 3,
+            last: Box::new(refused()),
+        };
+        assert_eq!(Chain(&e).to_string(), report(&e));
+        assert_eq!(Chain(&Error::Closed).to_string(), "the stream is closed");
+    }
+
+    /// Errors without a cause keep their whole story in their own message.
+    #[test]
+    fn errors_without_a_source_say_everything_themselves() {
+        let leaves: Vec<Box<dyn StdError + 'static>> = vec![
+            Box::new(Error::Http {
+                status: 401,
+                body: Some("Failed to authenticate".into()),
+            }),
+            Box::new(Error::ConnectTimeout(Duration::from_secs(10))),
+            Box::new(Error::KeepaliveTimeout(Duration::from_secs(20))),
+            Box::new(Error::Url("ws://h/x?otp=REDACTED".into())),
+            Box::new(Error::ConnectionClosed {
+                code: Some(1001),
+                reason: "going away".into(),
+            }),
+            Box::new(Error::Closed),
+            Box::new(Error::Unsent(2)),
+            Box::new(Error::Decode(DecodeError::Binary(3))),
+            Box::new(Error::Config(ConfigError::Zero("connect_timeout"))),
+            Box::new(DecodeError::Json("expected value".into())),
+            Box::new(ProducerError::Rejected {
+                code: Some(7),
+                message: "bad payload".into(),
+            }),
+            Box::new(ProducerError::Closed),
+            Box::new(ProducerError::Unconfirmed),
+            Box::new(ProducerError::DrainTimeout { unconfirmed: 3 }),
+            Box::new(UrlError::EmptyName { what: "tenant" }),
+            Box::new(crate::event::ListenerError::Lagged(5)),
+            Box::new(
+                ReconnectConfig::builder()
+                    .grow_factor(0.5)
+                    .build()
+                    .unwrap_err(),
+            ),
+        ];
+        for e in leaves {
+            assert!(e.source().is_none(), "{e}: {:?}", e.source());
+            assert!(!e.to_string().is_empty());
+        }
+        assert_eq!(
+            Error::Http {
+                status: 401,
+                body: Some("Failed to authenticate".into())
+            }
+            .to_string(),
+            "handshake rejected with HTTP 401: Failed to authenticate"
+        );
+        assert_eq!(
+            Error::Decode(DecodeError::Binary(3)).to_string(),
+            "unexpected binary frame of 3 bytes"
+        );
     }
 }

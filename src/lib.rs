@@ -23,7 +23,14 @@
 //! let mut errors = stream.on_error();
 //! tokio::spawn(async move {
 //!     while let Ok(e) = errors.recv().await {
-//!         eprintln!("error: {e}");
+//!         // Each message names its own layer; the cause is its `source()`.
+//!         let mut line = e.to_string();
+//!         let mut cause = std::error::Error::source(&e);
+//!         while let Some(c) = cause {
+//!             line = format!("{line}: {c}");
+//!             cause = c.source();
+//!         }
+//!         eprintln!("error: {line}");
 //!     }
 //! });
 //!

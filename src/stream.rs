@@ -56,7 +56,7 @@ use tracing::Instrument;
 use crate::backoff::{Backoff, Rng};
 use crate::codec::{Codec, PulsarCodec};
 use crate::config::{ReconnectConfig, UnsentPolicy};
-use crate::error::{Disposition, Error};
+use crate::error::{Chain, Disposition, Error};
 use crate::event::{
     CloseEvent, Event, EventHub, GaveUpEvent, Listener, OpenEvent, ReconnectingEvent,
 };
@@ -1056,7 +1056,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
             match ready!(self.poll_closing(cx)) {
                 Ok(()) => {}
                 Err(Lost::Error(e)) => {
-                    tracing::debug!(error = %e, "connection failed while closing")
+                    tracing::debug!(error = %Chain(&e), "connection failed while closing")
                 }
                 Err(Lost::Clean) => {}
             }
@@ -1182,7 +1182,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
         error: Error,
         cx: &mut Context<'_>,
     ) -> State<F::Transport, F::Future> {
-        tracing::warn!(error = %error, attempt = self.backoff.retries(), "connection attempt failed");
+        tracing::warn!(error = %Chain(&error), attempt = self.backoff.retries(), "connection attempt failed");
         self.events.emit(Event::Error(error.clone()));
         let plan = self.plan(error);
         self.follow(plan, cx)
@@ -1211,7 +1211,9 @@ impl<F: Connect, C: Codec> Core<F, C> {
             Lost::Error(e) => (Some(e.clone()), e),
         };
         match &error {
-            Some(e) => tracing::warn!(connection = conn.number, error = %e, "connection lost"),
+            Some(e) => {
+                tracing::warn!(connection = conn.number, error = %Chain(e), "connection lost")
+            }
             None => tracing::info!(connection = conn.number, ?code, "connection closed by peer"),
         }
         self.release_unflushed();
@@ -1260,7 +1262,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
     /// What follows a failure: classification, then the backoff (which may give up).
     fn plan(&mut self, cause: Error) -> Plan {
         if self.config.disposition(&cause) == Disposition::Stop {
-            tracing::warn!(error = %cause, "permanent error; not reconnecting");
+            tracing::warn!(error = %Chain(&cause), "permanent error; not reconnecting");
             return Plan::Stop(cause);
         }
         match self.backoff.next_delay() {

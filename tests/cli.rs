@@ -150,6 +150,53 @@ async fn a_bad_key_exits_2_naming_the_status_but_not_the_key() {
     server.shutdown().await;
 }
 
+/// Error messages name only their own layer; the examples print the whole chain, so a human
+/// still reads why: the retry cap, then the I/O error, then the operating system's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_up_exits_2_naming_the_last_cause() {
+    let dir = examples();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    let server = format!("ws://{addr}");
+    drop(closed);
+    // What the operating system says to a connection nobody accepts.
+    let refused = std::net::TcpStream::connect(addr).unwrap_err().to_string();
+    let mut producer = Command::new(dir.join("producer"));
+    producer.args([
+        "--server",
+        &server,
+        "--tenant",
+        "acme",
+        "--stream",
+        "orders",
+        "--min-delay-ms",
+        "10",
+        "--max-delay-ms",
+        "20",
+        "--max-retries",
+        "1",
+        "--count",
+        "1",
+        "--api-key",
+        KEY,
+    ]);
+    let out = run(producer).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with("fatal: gave up after "), "{stderr}");
+    assert!(
+        last.ends_with(&format!(": I/O error: {refused}")),
+        "{stderr}"
+    );
+    assert_eq!(last.matches(&refused).count(), 1, "{stderr}");
+    let error_event = stderr
+        .lines()
+        .find(|l| l.starts_with("event: error"))
+        .unwrap_or_else(|| panic!("no error event: {stderr}"));
+    assert_eq!(error_event, format!("event: error I/O error: {refused}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_closes_the_consumer_cleanly_with_a_summary() {
     let dir = examples();

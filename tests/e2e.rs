@@ -15,6 +15,17 @@ use stream_websocket::{Error, Publish, ReconnectConfig, WsStream};
 
 const KEY: &str = "e2e-key";
 
+/// An error and every cause below it, joined by ": " (each message names only its own layer).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
 async fn bounded<T>(secs: u64, body: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), body)
         .await
@@ -153,7 +164,15 @@ async fn a_bad_key_ends_at_once_with_a_clear_error() {
         match producer.send(Publish::new("x")).await {
             Err(ProducerError::Stopped(e)) => {
                 assert_eq!(e.http_status(), Some(401));
-                assert!(!e.to_string().contains("wrong"));
+                // The whole chain, as a reporter prints it: the status, but never the key.
+                let text = chain(&ProducerError::Stopped(e));
+                assert!(
+                    text.starts_with(
+                        "producer stopped before confirmation: handshake rejected with HTTP 401"
+                    ),
+                    "{text}"
+                );
+                assert!(!text.contains("wrong"), "{text}");
             }
             other => panic!("expected a 401, got {other:?}"),
         }

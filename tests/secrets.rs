@@ -89,12 +89,23 @@ fn config() -> ReconnectConfig {
         .unwrap()
 }
 
+/// An error and every cause below it, joined by ": " (each message names only its own layer).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
 /// Formats every event a listener holds, both ways.
 fn record_events(capture: &Capture, events: &mut stream_websocket::Listener<Event>) {
     while let Ok(e) = events.try_recv() {
         capture.push(format!("{e:?}"));
         if let Event::Error(err) = &e {
-            capture.push(format!("{err}"));
+            capture.push(chain(err));
         }
     }
 }
@@ -139,7 +150,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         let end = consumer.next().await;
         capture.push(format!("{end:?} {consumer:?}"));
         if let Some(Err(e)) = &end {
-            capture.push(format!("{e}"));
+            capture.push(chain(e));
             assert_eq!(e.http_status(), Some(401));
         } else {
             panic!("expected a 401, got {end:?}");
@@ -169,7 +180,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         let end = stream.next().await;
         capture.push(format!("{end:?} {stream:?}"));
         if let Some(Err(e)) = &end {
-            capture.push(format!("{e}"));
+            capture.push(chain(e));
         }
         record_events(&capture, &mut events);
         assert_eq!(n.load(Ordering::SeqCst), 3, "a fresh OTP for every attempt");
@@ -189,7 +200,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         let end = stream.next().await;
         capture.push(format!("{end:?}"));
         if let Some(Err(e)) = &end {
-            capture.push(format!("{e}"));
+            capture.push(chain(e));
         }
         record_events(&capture, &mut events);
         capture.push(format!("{:?}", Secret::new(API_KEY)));
@@ -205,6 +216,11 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
     assert!(
         text.contains("REDACTED"),
         "secrets were masked, not omitted by chance"
+    );
+    // Errors were captured with their causes (the retry cap, then the refused handshake).
+    assert!(
+        text.contains("consecutive failed attempts: handshake rejected with HTTP 401"),
+        "{text}"
     );
     // The URLs carrying a one-time password and a token were logged, redacted.
     assert!(text.contains("otp=REDACTED"), "{text}");

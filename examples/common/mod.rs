@@ -108,13 +108,17 @@ fn describe(event: &Event) -> String {
             c.reason,
             c.reconnect
         ),
-        Event::Error(e) => format!("error {e}"),
+        Event::Error(e) => format!("error {}", chain(e)),
         Event::Reconnecting(r) => format!(
             "reconnecting attempt={} delay_ms={}",
             r.attempt,
             r.delay.as_millis()
         ),
-        Event::GaveUp(g) => format!("gave-up attempts={} last={}", g.attempts, g.last_error),
+        Event::GaveUp(g) => format!(
+            "gave-up attempts={} last={}",
+            g.attempts,
+            chain(&g.last_error)
+        ),
         other => format!("{other:?}"),
     }
 }
@@ -134,7 +138,20 @@ pub fn exit_code(result: Result<std::process::ExitCode, Error>) -> std::process:
 /// One line naming the cause of a fatal error, with the HTTP status if there was one.
 pub fn fatal(error: &Error) -> String {
     match error.http_status() {
-        Some(status) => format!("fatal: HTTP {status}: {error}"),
-        None => format!("fatal: {error}"),
+        Some(status) => format!("fatal: HTTP {status}: {}", chain(error)),
+        None => format!("fatal: {}", chain(error)),
     }
+}
+
+/// An error and every cause below it, joined by ": ". Each error's message names only its own
+/// layer (the cause is its `source()`), so printing just `{error}` would drop the cause.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

@@ -42,9 +42,10 @@ pub enum ProducerError {
         message: String,
     },
     /// The connection stopped for good (a permanent error such as HTTP 401, or the retry cap)
-    /// before the message was confirmed.
-    #[error("producer stopped before confirmation: {0}")]
-    Stopped(Error),
+    /// before the message was confirmed. The stream's error is the
+    /// [`source`](std::error::Error::source).
+    #[error("producer stopped before confirmation")]
+    Stopped(#[source] Error),
     /// The producer was closed before the message was confirmed.
     #[error("producer closed before confirmation")]
     Closed,
