@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
+use stream_websocket::Listen;
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};

@@ -14,6 +14,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::ExitCode;
+use stream_websocket::Listen;
 
 use clap::Parser;
 use futures::StreamExt;

@@ -13,6 +13,7 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::StreamExt;
 use stream_websocket::gdn::{

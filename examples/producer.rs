@@ -12,6 +12,7 @@ mod common;
 
 use std::process::ExitCode;
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use clap::Parser;
 use stream_websocket::gdn::{Endpoint, Producer, ProducerConfig, ProducerError, ProducerOptions};

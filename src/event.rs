@@ -1,17 +1,18 @@
 //! Lifecycle events and the listener channels that carry them.
 //!
-//! Every event goes to the listeners of its own kind ([`ReconnectingStream::on_open`],
-//! [`on_close`](crate::ReconnectingStream::on_close), [`on_error`](crate::ReconnectingStream::on_error),
-//! [`on_reconnecting`](crate::ReconnectingStream::on_reconnecting),
-//! [`on_gave_up`](crate::ReconnectingStream::on_gave_up)) and, in one ordered sequence, to the
-//! listeners of [`events`](crate::ReconnectingStream::events).
+//! [`ReconnectingStream`](crate::ReconnectingStream), [`Producer`](crate::gdn::Producer) and
+//! [`Consumer`](crate::gdn::Consumer) all offer their events the same way, through the
+//! [`Listen`] trait (in the [`prelude`](crate::prelude)): every event goes to the listeners of
+//! its own kind ([`Listen::on_open`], [`on_close`](Listen::on_close),
+//! [`on_error`](Listen::on_error), [`on_reconnecting`](Listen::on_reconnecting),
+//! [`on_gave_up`](Listen::on_gave_up)) and, in one ordered sequence, to the listeners of
+//! [`events`](Listen::events). [`Listen::listeners`] gives a cloneable handle for subscribing
+//! later from somewhere else, for example from another task.
 //!
 //! Listeners are broadcast receivers: any number can subscribe, each gets every event sent after
 //! it subscribed, and sending never waits for them. A listener that falls more than
 //! `event_capacity` events behind misses the oldest ones and is told how many
 //! ([`ListenerError::Lagged`]); it stays subscribed. Events sent while nobody listens are dropped.
-//!
-//! [`ReconnectingStream::on_open`]: crate::ReconnectingStream::on_open
 
 use std::time::Duration;
 
@@ -158,37 +159,6 @@ impl EventHub {
         }
     }
 
-    pub(crate) fn subscribe_all(&self) -> Listener<Event> {
-        Listener {
-            rx: self.all.subscribe(),
-        }
-    }
-    pub(crate) fn subscribe_open(&self) -> Listener<OpenEvent> {
-        Listener {
-            rx: self.open.subscribe(),
-        }
-    }
-    pub(crate) fn subscribe_close(&self) -> Listener<CloseEvent> {
-        Listener {
-            rx: self.close.subscribe(),
-        }
-    }
-    pub(crate) fn subscribe_error(&self) -> Listener<Error> {
-        Listener {
-            rx: self.error.subscribe(),
-        }
-    }
-    pub(crate) fn subscribe_reconnecting(&self) -> Listener<ReconnectingEvent> {
-        Listener {
-            rx: self.reconnecting.subscribe(),
-        }
-    }
-    pub(crate) fn subscribe_gave_up(&self) -> Listener<GaveUpEvent> {
-        Listener {
-            rx: self.gave_up.subscribe(),
-        }
-    }
-
     /// Sends to the kind's listeners and to the ordered all-events listeners. A send with no
     /// listener fails, which is fine: nobody asked.
     pub(crate) fn emit(&self, event: Event) {
@@ -200,5 +170,88 @@ impl EventHub {
             Event::GaveUp(e) => drop(self.gave_up.send(e.clone())),
         }
         let _ = self.all.send(event);
+    }
+}
+
+/// Where the listeners of one stream, producer or consumer subscribe: a cheap, cloneable handle
+/// that keeps nothing alive. Listeners end ([`ListenerError::Closed`]) when what they listen to
+/// is gone, whether or not such a handle still exists; subscribing after that gives listeners
+/// that are closed at once.
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    all: broadcast::WeakSender<Event>,
+    open: broadcast::WeakSender<OpenEvent>,
+    close: broadcast::WeakSender<CloseEvent>,
+    error: broadcast::WeakSender<Error>,
+    reconnecting: broadcast::WeakSender<ReconnectingEvent>,
+    gave_up: broadcast::WeakSender<GaveUpEvent>,
+}
+
+/// A listener on `sender`'s channel, or a closed one if the channel is gone.
+fn subscribe<T: Clone>(sender: &broadcast::WeakSender<T>) -> Listener<T> {
+    let rx = match sender.upgrade() {
+        Some(tx) => tx.subscribe(),
+        None => broadcast::channel(1).1,
+    };
+    Listener { rx }
+}
+
+impl Listeners {
+    pub(crate) fn new(hub: &EventHub) -> Self {
+        Listeners {
+            all: hub.all.downgrade(),
+            open: hub.open.downgrade(),
+            close: hub.close.downgrade(),
+            error: hub.error.downgrade(),
+            reconnecting: hub.reconnecting.downgrade(),
+            gave_up: hub.gave_up.downgrade(),
+        }
+    }
+}
+
+/// Subscribing to events, the same way on [`ReconnectingStream`](crate::ReconnectingStream),
+/// [`Producer`](crate::gdn::Producer), [`Consumer`](crate::gdn::Consumer) and [`Listeners`].
+///
+/// ```
+/// use stream_websocket::prelude::*;
+/// # fn f(stream: &impl Listen) {
+/// let mut opens = stream.on_open();
+/// let mut gave_up = stream.on_gave_up();
+/// let later = stream.listeners(); // subscribe from another task later
+/// # }
+/// ```
+pub trait Listen {
+    /// The handle every subscription goes through; clone it to subscribe later elsewhere.
+    fn listeners(&self) -> Listeners;
+
+    /// Listens to every event, in the order they happen.
+    fn events(&self) -> Listener<Event> {
+        subscribe(&self.listeners().all)
+    }
+    /// Listens to connection opens.
+    fn on_open(&self) -> Listener<OpenEvent> {
+        subscribe(&self.listeners().open)
+    }
+    /// Listens to connection closes.
+    fn on_close(&self) -> Listener<CloseEvent> {
+        subscribe(&self.listeners().close)
+    }
+    /// Listens to errors: failed attempts, dead connections, frames that did not decode.
+    fn on_error(&self) -> Listener<Error> {
+        subscribe(&self.listeners().error)
+    }
+    /// Listens to scheduled reconnect attempts.
+    fn on_reconnecting(&self) -> Listener<ReconnectingEvent> {
+        subscribe(&self.listeners().reconnecting)
+    }
+    /// Listens for the retry cap being reached.
+    fn on_gave_up(&self) -> Listener<GaveUpEvent> {
+        subscribe(&self.listeners().gave_up)
+    }
+}
+
+impl Listen for Listeners {
+    fn listeners(&self) -> Listeners {
+        self.clone()
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! ```no_run
 //! use futures::{SinkExt, StreamExt};
+//! use stream_websocket::prelude::*;
 //! use stream_websocket::{connect, Incoming, Outgoing, Publish, ReconnectConfig, ReconnectingStream};
 //! use std::time::Duration;
 //!
@@ -78,10 +79,17 @@ pub use connect::{
 };
 pub use error::{DecodeError, Disposition, Error};
 pub use event::{
-    CloseEvent, Event, GaveUpEvent, Listener, ListenerError, OpenEvent, ReconnectingEvent,
+    CloseEvent, Event, GaveUpEvent, Listen, Listener, ListenerError, Listeners, OpenEvent,
+    ReconnectingEvent,
 };
 pub use redact::{redact_url, Secret, SECRET_QUERY_KEYS};
 pub use stream::{Connect, ReconnectingStream, Transport};
+
+/// The traits a user of the crate needs in scope: `use stream_websocket::prelude::*;`.
+pub mod prelude {
+    pub use crate::event::Listen;
+    pub use futures::{SinkExt as _, StreamExt as _};
+}
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -58,7 +58,7 @@ use crate::codec::{Codec, PulsarCodec};
 use crate::config::{ReconnectConfig, UnsentPolicy};
 use crate::error::{Chain, Disposition, Error};
 use crate::event::{
-    CloseEvent, Event, EventHub, GaveUpEvent, Listener, OpenEvent, ReconnectingEvent,
+    CloseEvent, Event, EventHub, GaveUpEvent, Listen, Listeners, OpenEvent, ReconnectingEvent,
 };
 
 /// A WebSocket connection as the stream uses it: a `Stream` of messages and a `Sink` for them,
@@ -237,36 +237,6 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
         }
     }
 
-    /// Listens to every event, in the order they happen.
-    pub fn events(&self) -> Listener<Event> {
-        self.core.events.subscribe_all()
-    }
-    /// Listens to connection opens.
-    pub fn on_open(&self) -> Listener<OpenEvent> {
-        self.core.events.subscribe_open()
-    }
-    /// Listens to connection closes.
-    pub fn on_close(&self) -> Listener<CloseEvent> {
-        self.core.events.subscribe_close()
-    }
-    /// Listens to errors: failed attempts, dead connections, frames that did not decode.
-    pub fn on_error(&self) -> Listener<Error> {
-        self.core.events.subscribe_error()
-    }
-    /// Listens to scheduled reconnect attempts.
-    pub fn on_reconnecting(&self) -> Listener<ReconnectingEvent> {
-        self.core.events.subscribe_reconnecting()
-    }
-    /// Listens for the retry cap being reached.
-    pub fn on_gave_up(&self) -> Listener<GaveUpEvent> {
-        self.core.events.subscribe_gave_up()
-    }
-
-    /// The senders behind the listeners, for wrappers that move the stream into a task.
-    pub(crate) fn event_hub(&self) -> EventHub {
-        self.core.events.clone()
-    }
-
     /// The configuration in use.
     pub fn config(&self) -> &ReconnectConfig {
         &self.core.config
@@ -322,6 +292,12 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
     /// The codec.
     pub fn codec(&self) -> &C {
         &self.core.codec
+    }
+}
+
+impl<F: Connect, C: Codec> Listen for ReconnectingStream<F, C> {
+    fn listeners(&self) -> Listeners {
+        Listeners::new(&self.core.events)
     }
 }
 

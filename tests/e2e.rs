@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::StreamExt;
 use stream_websocket::gdn::{

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::StreamExt;
 use stream_websocket::gdn::{

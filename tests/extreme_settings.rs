@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};

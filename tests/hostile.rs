@@ -11,6 +11,7 @@
 
 mod support;
 
+use stream_websocket::Listen;
 use support::{bounded, drain, ms, ServerWs};
 
 use std::future::Future;

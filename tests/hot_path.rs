@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use stream_websocket::Listen;
 
 use futures::{future, FutureExt, Sink, SinkExt, Stream, StreamExt};
 use stream_websocket::tungstenite::{self, Message};

@@ -4,6 +4,7 @@
 mod support;
 
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::StreamExt;
 use proptest::prelude::*;

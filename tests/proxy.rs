@@ -1,6 +1,7 @@
 //! The fault-injecting TCP proxy itself: each fault does what it says.
 
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::{SinkExt, StreamExt};
 use stream_websocket::testkit::{Cut, FaultProxy};

@@ -7,6 +7,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};

@@ -3,6 +3,7 @@
 mod support;
 
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use stream_websocket::{

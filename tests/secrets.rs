@@ -4,6 +4,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::{SinkExt, StreamExt};
 use stream_websocket::gdn::{

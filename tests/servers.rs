@@ -6,6 +6,7 @@
 
 mod support;
 
+use stream_websocket::Listen;
 use support::{bounded, drain, ms, ServerWs};
 
 use std::sync::atomic::{AtomicUsize, Ordering};

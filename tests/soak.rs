@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::StreamExt;
 use stream_websocket::gdn::{

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::{SinkExt, StreamExt};
 use stream_websocket::tungstenite::Message;

@@ -47,6 +47,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use stream_websocket::Listen;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};

@@ -12,7 +12,7 @@ use futures::{SinkExt, Stream, StreamExt};
 use crate::codec::{ConsumerMessage, Incoming, MessageId, Outgoing};
 use crate::config::{ReconnectConfig, UnsentPolicy};
 use crate::error::Error;
-use crate::event::{CloseEvent, Event, Listener, OpenEvent, ReconnectingEvent};
+use crate::event::{Listen, Listeners};
 use crate::stream::{Connect, ReconnectingStream};
 
 use super::dedup::{Window, IDEMPOTENCY_KEY};
@@ -339,27 +339,6 @@ impl<F: Connect> Consumer<F> {
         self.stream.is_open()
     }
 
-    /// Listens to every connection event, in order.
-    pub fn events(&self) -> Listener<Event> {
-        self.stream.events()
-    }
-    /// Listens to connection opens.
-    pub fn on_open(&self) -> Listener<OpenEvent> {
-        self.stream.on_open()
-    }
-    /// Listens to connection closes.
-    pub fn on_close(&self) -> Listener<CloseEvent> {
-        self.stream.on_close()
-    }
-    /// Listens to errors, including frames that did not decode.
-    pub fn on_error(&self) -> Listener<Error> {
-        self.stream.on_error()
-    }
-    /// Listens to scheduled reconnects.
-    pub fn on_reconnecting(&self) -> Listener<ReconnectingEvent> {
-        self.stream.on_reconnecting()
-    }
-
     fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
         self.windows.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -446,6 +425,12 @@ impl<F: Connect> Consumer<F> {
         if how == Held::Acked {
             w.acked.insert(id.as_str(), ());
         }
+    }
+}
+
+impl<F: Connect> Listen for Consumer<F> {
+    fn listeners(&self) -> Listeners {
+        self.stream.listeners()
     }
 }
 

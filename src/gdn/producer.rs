@@ -16,7 +16,7 @@ use tokio::time::Sleep;
 use crate::codec::{AckResult, Incoming, MessageId, Outgoing, ProducerAck, Publish};
 use crate::config::{ReconnectConfig, UnsentPolicy};
 use crate::error::Error;
-use crate::event::{CloseEvent, Event, EventHub, Listener, OpenEvent, ReconnectingEvent};
+use crate::event::{Listen, Listeners};
 use crate::stream::{Connect, ReconnectingStream};
 
 use super::dedup::IDEMPOTENCY_KEY;
@@ -248,7 +248,7 @@ pub struct Producer {
     commands: mpsc::UnboundedSender<Command>,
     window: Arc<Semaphore>,
     shared: Arc<Shared>,
-    events: EventHub,
+    listeners: Listeners,
 }
 
 impl fmt::Debug for Producer {
@@ -298,7 +298,7 @@ impl Producer {
         };
         let config = config.into();
         let stream = ReconnectingStream::with_config(factory, config.reconnect);
-        let events = stream.event_hub();
+        let listeners = stream.listeners();
         let (commands, rx) = mpsc::unbounded_channel();
         let window = Arc::new(Semaphore::new(config.max_pending));
         let shared = Arc::new(Shared::default());
@@ -328,7 +328,7 @@ impl Producer {
             commands,
             window,
             shared,
-            events,
+            listeners,
         }
     }
 
@@ -430,26 +430,11 @@ impl Producer {
             peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed),
         }
     }
+}
 
-    /// Listens to every connection event, in order.
-    pub fn events(&self) -> Listener<Event> {
-        self.events.subscribe_all()
-    }
-    /// Listens to connection opens.
-    pub fn on_open(&self) -> Listener<OpenEvent> {
-        self.events.subscribe_open()
-    }
-    /// Listens to connection closes.
-    pub fn on_close(&self) -> Listener<CloseEvent> {
-        self.events.subscribe_close()
-    }
-    /// Listens to errors.
-    pub fn on_error(&self) -> Listener<Error> {
-        self.events.subscribe_error()
-    }
-    /// Listens to scheduled reconnects.
-    pub fn on_reconnecting(&self) -> Listener<ReconnectingEvent> {
-        self.events.subscribe_reconnecting()
+impl Listen for Producer {
+    fn listeners(&self) -> Listeners {
+        self.listeners.clone()
     }
 }
 
