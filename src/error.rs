@@ -241,12 +241,22 @@ fn reason_suffix(reason: &str) -> String {
 }
 
 impl Error {
-    /// Wraps any error from a connection factory as [`Error::Factory`].
+    /// Wraps any error from a connection factory as [`Error::Factory`] (retried): any
+    /// `std::error::Error`, a boxed one, an `anyhow::Error` (which converts into a boxed one), or
+    /// a plain message (`&str`, `String`).
+    ///
+    /// ```
+    /// use stream_websocket::Error;
+    /// let from_text = Error::factory("the token service is down");
+    /// let from_io = Error::factory(std::io::Error::other("no route"));
+    /// assert_eq!(std::error::Error::source(&from_text).unwrap().to_string(), "the token service is down");
+    /// assert!(from_io.is_retryable());
+    /// ```
     pub fn factory<E>(error: E) -> Self
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        Error::Factory(Arc::new(error))
+        Error::Factory(Arc::from(error.into()))
     }
 
     /// The HTTP status of a rejected handshake, if that is what this is.

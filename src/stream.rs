@@ -82,7 +82,36 @@ impl<T> Transport for T where
 /// Implemented for every closure `FnMut() -> impl Future<Output = Result<T, E>>` where `T` is a
 /// [`Transport`] and `E: Into<Error>`, so a factory is usually just
 /// `|| stream_websocket::connect(url.clone())`. Because it runs on every attempt, it can build a
-/// new URL, fetch a new one-time password or set new headers each time.
+/// new URL, fetch a new one-time password or set new headers each time. An error of your own
+/// (an `anyhow::Error`, a message) becomes a retried [`Error::Factory`] with [`Error::factory`].
+///
+/// # Sending something first on every connection
+///
+/// APIs that want a subscribe or login frame first after every (re)connect get it from the
+/// factory: it opens the socket, sends the frame, and only then returns the connection. The
+/// `connect_timeout` covers the whole future, frame included, and items queued on the stream go
+/// out only after it returned, so the frame is always first.
+///
+/// ```no_run
+/// use futures::SinkExt;
+/// use stream_websocket::tungstenite::Message;
+/// use stream_websocket::{connect, Error, RawCodec, ReconnectConfig, ReconnectingStream};
+///
+/// # async fn run() -> Result<(), Error> {
+/// let factory = || async {
+///     let mut ws = connect("wss://feed.example.com/v1").await?;
+///     ws.send(Message::text(r#"{"op":"subscribe","channel":"trades"}"#))
+///         .await
+///         .map_err(Error::from)?;
+///     Ok::<_, Error>(ws)
+/// };
+/// let stream = ReconnectingStream::with_codec(factory, ReconnectConfig::default(), RawCodec);
+/// # drop(stream);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// To name the type of a stream in a struct, box the factory: [`BoxConnect`].
 pub trait Connect {
     /// The connection it opens.
     type Transport: Transport;
@@ -91,6 +120,38 @@ pub trait Connect {
 
     /// Starts one attempt.
     fn connect(&mut self) -> Self::Future;
+}
+
+/// A boxed connection factory, for naming the type of a stream, producer or consumer in a
+/// struct: `ReconnectingStream<BoxConnect>` or `Consumer<BoxConnect>`. Make one with
+/// [`boxed`].
+pub type BoxConnect<T = crate::WsStream> =
+    Box<dyn FnMut() -> futures::future::BoxFuture<'static, Result<T, Error>> + Send>;
+
+/// Boxes a factory closure into a [`BoxConnect`].
+///
+/// ```no_run
+/// use stream_websocket::{boxed, connect, BoxConnect, ReconnectingStream};
+///
+/// struct Feed {
+///     stream: ReconnectingStream<BoxConnect>,
+/// }
+/// let url = "wss://feed.example.com/v1".to_string();
+/// let feed = Feed {
+///     stream: ReconnectingStream::new(boxed(move || connect(url.clone()))),
+/// };
+/// # drop(feed);
+/// ```
+pub fn boxed<F, Fut, T, E>(mut factory: F) -> BoxConnect<T>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    E: Into<Error> + 'static,
+{
+    Box::new(move || {
+        let attempt = factory();
+        Box::pin(async move { attempt.await.map_err(Into::into) })
+    })
 }
 
 impl<F, Fut, T, E> Connect for F
@@ -137,9 +198,12 @@ impl Wake for WakerPair {
 /// (GDN / Pulsar JSON frames: yields [`Incoming`](crate::Incoming), accepts
 /// [`Outgoing`](crate::Outgoing)).
 ///
-/// Nothing happens until the stream is first polled; then it connects, and reconnects with
-/// backoff whenever the connection is lost, until [`close`](futures::SinkExt::close) is called,
-/// an error classified as permanent occurs, or the retry cap is reached.
+/// Nothing happens until the stream is first polled (either side); then it connects, and
+/// reconnects with backoff whenever the connection is lost, until
+/// [`close`](futures::SinkExt::close) is called, an error classified as permanent occurs, or the
+/// retry cap is reached. To open the first connection before anything else (for example, so that
+/// a subscription exists before messages are published), await
+/// [`ready`](Self::ready): listeners such as `on_open` see nothing until something polls.
 ///
 /// # Stream
 ///
@@ -235,6 +299,18 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
             },
             proxy,
         }
+    }
+
+    /// Opens the connection if none is open (waiting through failed attempts and backoff, as
+    /// any poll does) and writes what is queued: `flush()` under a name that says what it is for
+    /// when nothing is queued yet.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the stream (a permanent failure, [`Error::GaveUp`]), or
+    /// [`Error::Closed`].
+    pub async fn ready(&mut self) -> Result<(), Error> {
+        futures::SinkExt::flush(self).await
     }
 
     /// The configuration in use.

@@ -295,6 +295,18 @@ impl<F: Connect> Consumer<F> {
         Ok(())
     }
 
+    /// Opens the connection (subscribing) if none is open, waiting through failed attempts
+    /// and backoff. Like a [`ReconnectingStream`], a consumer connects only when first polled;
+    /// a new subscription starts at the latest message by default, so await this before
+    /// publishing what it should receive. (`on_open` sees nothing until something polls.)
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the consumer.
+    pub async fn ready(&mut self) -> Result<(), Error> {
+        self.stream.ready().await
+    }
+
     /// Waits until every acknowledgement queued so far is written to a live connection.
     ///
     /// # Errors

@@ -130,6 +130,11 @@ impl ProducerConfig {
 
     /// How many messages may await confirmation at once; [`Producer::send`] waits for room
     /// beyond that. Default: 1000. Values below 1 are raised to 1.
+    ///
+    /// Keep it at or below the server's queue for the producer,
+    /// [`ProducerOptions::max_pending_messages`](super::ProducerOptions::max_pending_messages)
+    /// (1000 when unset): a server whose queue is full refuses a message with `send-error:8`,
+    /// which the producer reports as [`ProducerError::Rejected`] and does not retry.
     pub fn max_pending(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
         self
@@ -261,7 +266,8 @@ impl fmt::Debug for Producer {
 
 impl Producer {
     /// Starts a producer over connections from `factory` (see [`Connect`]), with default
-    /// settings. Must be called within a tokio runtime.
+    /// settings. Must be called within a tokio runtime. Unlike a stream or a consumer, a
+    /// producer starts connecting at once, in its own task; `send` waits for the connection.
     ///
     /// # Panics
     ///

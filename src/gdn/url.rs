@@ -351,7 +351,9 @@ pub struct ProducerOptions {
     /// (the server uses 30 s).
     pub send_timeout: Option<Duration>,
     /// `maxPendingMessages`: how many messages the server queues for the broker before it
-    /// answers with `send-error:8`. Default: unset (the server uses 1000).
+    /// answers with `send-error:8`. Default: unset (the server uses 1000). Keep it at or above
+    /// the producer's window, [`ProducerConfig::max_pending`](super::ProducerConfig::max_pending)
+    /// (also 1000 by default): a message refused this way is not retried.
     pub max_pending_messages: Option<u32>,
 }
 

@@ -1,0 +1,101 @@
+//! The API a new user reaches for: naming a stream's type with a boxed factory, a factory error
+//! of one's own, opening a consumer before publishing, and the same events on all three types.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use stream_websocket::gdn::{
+    Consumer, ConsumerOptions, Endpoint, Producer, ProducerOptions, SubscriptionType, Topic,
+};
+use stream_websocket::prelude::*;
+use stream_websocket::testkit::LocalServer;
+use stream_websocket::{boxed, BoxConnect, Error, Publish, ReconnectConfig, ReconnectingStream};
+use support::{Outcome, Script, Ws};
+
+/// A service struct that names its stream's type.
+struct Feed {
+    stream: ReconnectingStream<BoxConnect<Ws>>,
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_boxed_factory_names_the_type_and_a_custom_error_is_retried() {
+    let script = Script::new([Outcome::Open {
+        frames: 1,
+        uptime: Duration::from_secs(60),
+        close: true,
+    }]);
+    let mut inner = script.factory();
+    let mut first = true;
+    // The first attempt fails with an error of the application's own (a plain message here; an
+    // `anyhow::Error` converts the same way), which is retried.
+    let factory = move || -> BoxFuture<'static, Result<Ws, Error>> {
+        if std::mem::take(&mut first) {
+            return async { Err(Error::factory("the token service is down")) }.boxed();
+        }
+        inner()
+    };
+    let config = ReconnectConfig::builder()
+        .min_delay(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut feed = Feed {
+        stream: ReconnectingStream::with_config(boxed(factory), config),
+    };
+    let mut errors = feed.stream.on_error();
+    assert!(feed.stream.next().await.unwrap().is_ok());
+    let e = errors.try_recv().unwrap();
+    assert!(matches!(e, Error::Factory(_)), "{e:?}");
+    assert_eq!(
+        std::error::Error::source(&e).unwrap().to_string(),
+        "the token service is down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_opens_a_consumer_before_anything_is_published() {
+    support::bounded(async {
+        let server = LocalServer::start().await.unwrap();
+        let topic = Topic::gdn("api", "_system", "ready", false).unwrap();
+        let endpoint = Endpoint::consumer(
+            &server.ws_url(),
+            &topic,
+            ConsumerOptions::new("s").subscription_type(SubscriptionType::Exclusive),
+        )
+        .unwrap();
+        let mut consumer =
+            Consumer::with_config(move || endpoint.connect(), ReconnectConfig::default());
+        let mut opens = consumer.on_open();
+        consumer.ready().await.unwrap();
+        assert_eq!(
+            opens.try_recv().unwrap().connection,
+            1,
+            "open before ready returned"
+        );
+
+        // Published after `ready`: the subscription exists, so the message is not missed.
+        let endpoint =
+            Endpoint::producer(&server.ws_url(), &topic, ProducerOptions::default()).unwrap();
+        let producer = Producer::new(move || endpoint.connect());
+        let mut producer_opens = producer.on_open();
+        let mut gave_up = producer.on_gave_up();
+        producer.send(Publish::new("first")).await.unwrap();
+        let m = consumer.next().await.unwrap().unwrap();
+        assert_eq!(&m.payload[..], b"first");
+        assert_eq!(producer_opens.recv().await.unwrap().connection, 1);
+        assert!(
+            gave_up.try_recv().is_err(),
+            "the producer offers on_gave_up too"
+        );
+
+        // A handle subscribes later, from elsewhere; it ends when the producer is gone.
+        let listeners = producer.listeners();
+        let mut late = listeners.events();
+        producer.close().await.unwrap();
+        while late.recv().await.is_ok() {}
+        server.shutdown().await;
+    })
+    .await;
+}
