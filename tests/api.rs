@@ -79,12 +79,15 @@ async fn ready_opens_a_consumer_before_anything_is_published() {
         let endpoint =
             Endpoint::producer(&server.ws_url(), &topic, ProducerOptions::default()).unwrap();
         let producer = Producer::new(move || endpoint.connect());
+        // Subscribed right after creation: a producer connects on first use, so the first open
+        // is not missed, even on a multi-threaded runtime.
         let mut producer_opens = producer.on_open();
         let mut gave_up = producer.on_gave_up();
+        producer.ready().await.unwrap();
+        assert_eq!(producer_opens.try_recv().unwrap().connection, 1);
         producer.send(Publish::new("first")).await.unwrap();
         let m = consumer.next().await.unwrap().unwrap();
         assert_eq!(&m.payload[..], b"first");
-        assert_eq!(producer_opens.recv().await.unwrap().connection, 1);
         assert!(
             gave_up.try_recv().is_err(),
             "the producer offers on_gave_up too"

@@ -213,6 +213,7 @@ enum Command {
     },
     Flush(oneshot::Sender<Result<(), ProducerError>>),
     Close(oneshot::Sender<Result<(), ProducerError>>),
+    Ready(oneshot::Sender<Result<(), ProducerError>>),
 }
 
 /// Publishes messages and confirms each one.
@@ -266,8 +267,8 @@ impl fmt::Debug for Producer {
 
 impl Producer {
     /// Starts a producer over connections from `factory` (see [`Connect`]), with default
-    /// settings. Must be called within a tokio runtime. Unlike a stream or a consumer, a
-    /// producer starts connecting at once, in its own task; `send` waits for the connection.
+    /// settings. Must be called within a tokio runtime. It connects on first use (see
+    /// [`ready`](Self::ready)), in its own task.
     ///
     /// # Panics
     ///
@@ -326,6 +327,8 @@ impl Producer {
                     .unwrap_or_else(|| format!("{:016x}", crate::backoff::Rng::entropy_seed()));
                 format!("{id}-")
             }),
+            started: false,
+            ready: Vec::new(),
             window: window.clone(),
             shared: shared.clone(),
         };
@@ -387,6 +390,21 @@ impl Producer {
             rx,
             shared: self.shared.clone(),
         })
+    }
+
+    /// Opens the connection if none is open yet, and waits until one is. A producer connects
+    /// on first use (this, a send, a flush or a close), like a stream or a consumer; listeners
+    /// subscribed before then see its first open.
+    ///
+    /// # Errors
+    ///
+    /// [`ProducerError::Stopped`] or [`ProducerError::Closed`] if the producer stopped first.
+    pub async fn ready(&self) -> Result<(), ProducerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Ready(tx))
+            .map_err(|_| self.shared.stopped())?;
+        rx.await.unwrap_or_else(|_| Err(self.shared.stopped()))
     }
 
     /// Waits until every message sent before this call is confirmed (or refused).
@@ -574,6 +592,11 @@ struct Task<F: Connect> {
     drain: Option<Pin<Box<Sleep>>>,
     /// `<producer id>-`, the start of every idempotency key; `None` when keys are off.
     key_prefix: Option<String>,
+    /// A command came: the producer connects from then on (not before, so that listeners
+    /// subscribed right after `Producer::new` see the first open).
+    started: bool,
+    /// `ready()` callers, answered once a connection is open.
+    ready: Vec<oneshot::Sender<Result<(), ProducerError>>>,
     window: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
@@ -587,6 +610,14 @@ impl<F: Connect> Task<F> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             self.take_commands(cx);
+            if !self.started {
+                if self.intake_closed {
+                    // Every handle dropped before any use: nothing to send, nothing to open.
+                    self.fail(ProducerError::Closed);
+                    return Poll::Ready(());
+                }
+                return Poll::Pending;
+            }
             if self.drain_expired(cx) {
                 self.give_up();
                 return Poll::Ready(());
@@ -630,6 +661,11 @@ impl<F: Connect> Task<F> {
                 Poll::Pending => {}
             }
             self.settle_flushes();
+            if self.stream.is_open() {
+                for tx in self.ready.drain(..) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
 
             if self.stream.is_open() && self.stream.connections() != self.connection {
                 continue; // the stream just connected: write before waiting
@@ -696,6 +732,7 @@ impl<F: Connect> Task<F> {
                     reply,
                     permit,
                 })) => {
+                    self.started = true;
                     if self.close.is_some() {
                         let _ = reply.send(Err(ProducerError::Closed));
                         continue;
@@ -725,9 +762,15 @@ impl<F: Connect> Task<F> {
                         .fetch_max(in_flight, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Command::Flush(tx))) => {
+                    self.started = true;
                     self.flushes.push((self.next_seq, tx));
                 }
+                Poll::Ready(Some(Command::Ready(tx))) => {
+                    self.started = true;
+                    self.ready.push(tx);
+                }
                 Poll::Ready(Some(Command::Close(tx))) => {
+                    self.started = true;
                     // No more sends: fail the ones still waiting for a window slot.
                     self.window.close();
                     self.close = Some(tx);
@@ -824,11 +867,14 @@ impl<F: Connect> Task<F> {
         for (_, tx) in self.flushes.drain(..) {
             let _ = tx.send(Err(error.clone()));
         }
+        for tx in self.ready.drain(..) {
+            let _ = tx.send(Err(error.clone()));
+        }
         self.rx.close();
         while let Ok(command) = self.rx.try_recv() {
             match command {
                 Command::Send { reply, .. } => drop(reply.send(Err(error.clone()))),
-                Command::Flush(tx) => drop(tx.send(Err(error.clone()))),
+                Command::Flush(tx) | Command::Ready(tx) => drop(tx.send(Err(error.clone()))),
                 Command::Close(tx) => drop(tx.send(Ok(()))),
             }
         }
