@@ -83,7 +83,7 @@ pub use event::{
     ReconnectingEvent,
 };
 pub use redact::{redact_url, Secret, SECRET_QUERY_KEYS};
-pub use stream::{boxed, BoxConnect, Connect, ReconnectingStream, Transport};
+pub use stream::{boxed, BoxConnect, Connect, ReconnectingStream, StreamStats, Transport};
 
 /// The traits a user of the crate needs in scope: `use stream_websocket::prelude::*;`.
 pub mod prelude {

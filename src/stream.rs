@@ -191,6 +191,28 @@ impl Wake for WakerPair {
     }
 }
 
+/// Counters of a [`ReconnectingStream`], read with [`stats`](ReconnectingStream::stats). The
+/// producer's and the consumer's stats carry the connection counters too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamStats {
+    /// Connections opened so far.
+    pub connections: u64,
+    /// Connections opened after the first.
+    pub reconnects: u64,
+    /// Messages yielded by the stream side.
+    pub messages_in: u64,
+    /// Items written to a connection whose flush completed (written, not necessarily received:
+    /// see the sink's guarantee).
+    pub messages_out: u64,
+    /// Items accepted and not yet flushed: queued, or written and awaiting their flush.
+    pub queue_depth: usize,
+    /// Items handed back and not yet taken (see `take_unsent`).
+    pub unsent: usize,
+    /// The round trip of the last keepalive ping that was answered, if any was.
+    pub last_rtt: Option<Duration>,
+}
+
 /// An auto-reconnecting WebSocket: a [`Stream`] of decoded messages and a [`Sink`] of outgoing
 /// items that survives disconnects.
 ///
@@ -295,6 +317,9 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
                 unsent: Vec::new(),
                 inbound: Inbound::default(),
                 connections: 0,
+                messages_in: 0,
+                messages_out: 0,
+                last_rtt: None,
                 config,
             },
             proxy,
@@ -311,6 +336,11 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
     /// [`Error::Closed`].
     pub async fn ready(&mut self) -> Result<(), Error> {
         futures::SinkExt::flush(self).await
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StreamStats {
+        self.core.stats()
     }
 
     /// The configuration in use.
@@ -439,7 +469,12 @@ impl<F: Connect, C: Codec> Stream for ReconnectingStream<F, C> {
     // through memory.
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_with(cx, Side::Read, Core::poll_next)
+        let this = self.get_mut();
+        let polled = this.poll_with(cx, Side::Read, Core::poll_next);
+        if let Poll::Ready(Some(Ok(_))) = polled {
+            this.core.messages_in += 1;
+        }
+        polled
     }
 }
 
@@ -604,6 +639,8 @@ struct Conn<T> {
     /// in `unflushed` until a flush, which services the connection, and `poll_ready` services
     /// it too once `queue_capacity` items wait.)
     direct_reads: usize,
+    /// Items written to it whose flush completed.
+    flushed: u64,
 }
 
 impl<T> Conn<T> {
@@ -629,6 +666,10 @@ struct Keepalive {
     /// When the oldest ping not yet followed by any inbound frame was sent.
     outstanding: Option<Instant>,
     ping_due: bool,
+    /// When the last ping was written, until its pong arrives.
+    ping_sent: Option<Instant>,
+    /// The round trip of the last ping answered.
+    last_rtt: Option<Duration>,
 }
 
 impl Keepalive {
@@ -641,6 +682,8 @@ impl Keepalive {
             next_ping,
             outstanding: None,
             ping_due: false,
+            ping_sent: None,
+            last_rtt: None,
         }
     }
 
@@ -667,6 +710,13 @@ impl Keepalive {
         Ok(())
     }
 
+    /// A pong arrived: the round trip of the ping it answers.
+    fn pong(&mut self) {
+        if let Some(sent) = self.ping_sent.take() {
+            self.last_rtt = Some(sent.elapsed());
+        }
+    }
+
     /// Any inbound frame proves the connection alive.
     fn alive(&mut self) {
         self.outstanding = None;
@@ -691,6 +741,12 @@ struct Core<F: Connect, C: Codec> {
     /// Decoded, not yet yielded.
     inbound: Inbound<C::Item>,
     connections: u64,
+    /// Items yielded by the stream side.
+    messages_in: u64,
+    /// Items flushed to connections that are gone (the open one counts its own).
+    messages_out: u64,
+    /// The round trip of the last ping answered, on any connection.
+    last_rtt: Option<Duration>,
 }
 
 /// What servicing an open connection reads first.
@@ -829,7 +885,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 ended.closed = true;
                 State::Done(ended)
             }
-            (State::Closing { .. }, Transition::CloseDone) => self.finish(None, cx),
+            (State::Closing { conn, .. }, Transition::CloseDone) => {
+                self.retire(&conn);
+                self.finish(None, cx)
+            }
             // `reconnect()`: drop what there is and start again with a fresh retry count, unless
             // the stream is being or was closed.
             (
@@ -1224,6 +1283,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 needs_flush: false,
                 close_frame: None,
                 direct_reads: 0,
+                flushed: 0,
             },
             lost: None,
         }
@@ -1251,6 +1311,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
     ) -> State<F::Transport, F::Future> {
         // The transport is dropped with `conn`: its wakers die with it, so wake both sides.
         cx.waker().wake_by_ref();
+        self.retire(&conn);
         let (code, reason) = conn.close_frame.clone().unwrap_or((None, String::new()));
         let (error, cause) = match lost {
             Lost::Clean => (
@@ -1351,6 +1412,34 @@ impl<F: Connect, C: Codec> Core<F, C> {
         State::Done(Ended::new(error, closed))
     }
 
+    /// Keeps what the stats need of a connection that is going away.
+    fn retire(&mut self, conn: &Conn<F::Transport>) {
+        self.messages_out += conn.flushed;
+        if let Some(rtt) = conn.keepalive.as_ref().and_then(|ka| ka.last_rtt) {
+            self.last_rtt = Some(rtt);
+        }
+    }
+
+    /// The counters so far.
+    fn stats(&self) -> StreamStats {
+        let conn = match &self.state {
+            State::Open { conn, .. } | State::Closing { conn, .. } => Some(conn),
+            _ => None,
+        };
+        StreamStats {
+            connections: self.connections,
+            reconnects: self.connections.saturating_sub(1),
+            messages_in: self.messages_in,
+            messages_out: self.messages_out + conn.map_or(0, |c| c.flushed),
+            queue_depth: self.queue.len() + self.unflushed.len(),
+            unsent: self.unsent.len(),
+            last_rtt: conn
+                .and_then(|c| c.keepalive.as_ref())
+                .and_then(|ka| ka.last_rtt)
+                .or(self.last_rtt),
+        }
+    }
+
     /// Items written to a connection that is gone: re-queue (in order, ahead of newer ones) or
     /// hand back, as configured.
     fn release_unflushed(&mut self) {
@@ -1374,6 +1463,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
     ) -> State<F::Transport, F::Future> {
         tracing::info!(state = from.name(), "manual reconnect");
         if let State::Open { conn, .. } = from {
+            self.retire(&conn);
             self.release_unflushed();
             self.events.emit(Event::Close(CloseEvent {
                 connection: conn.number,
@@ -1504,6 +1594,10 @@ fn read_next<T: Transport, C: Codec>(
                 Ok(item) => return Poll::Ready(Ok((item, len))),
                 Err(e) => undecodable(events, e),
             }
+        } else if let Message::Pong(_) = msg {
+            if let Some(ka) = &mut conn.keepalive {
+                ka.pong();
+            }
         } else if let Some(lost) = control_frame(conn, msg, cx) {
             return Poll::Ready(Err(lost));
         }
@@ -1579,6 +1673,7 @@ fn write_queue<T: Transport, C: Codec>(
         }
         transport.start_send(Message::Ping(Default::default()))?;
         ka.ping_due = false;
+        ka.ping_sent = Some(Instant::now());
         conn.needs_flush = true;
     }
     while !queue.is_empty() {
@@ -1594,6 +1689,7 @@ fn write_queue<T: Transport, C: Codec>(
         match Pin::new(&mut conn.transport).poll_flush(cx) {
             Poll::Ready(Ok(())) => {
                 conn.needs_flush = false;
+                conn.flushed += unflushed.len() as u64;
                 unflushed.clear();
             }
             Poll::Ready(Err(e)) => return Err(e.into()),

@@ -88,6 +88,8 @@ async fn ready_opens_a_consumer_before_anything_is_published() {
         producer.send(Publish::new("first")).await.unwrap();
         let m = consumer.next().await.unwrap().unwrap();
         assert_eq!(&m.payload[..], b"first");
+        let stats = consumer.stats();
+        assert_eq!((stats.connections, stats.received), (1, 1));
         assert!(
             gave_up.try_recv().is_err(),
             "the producer offers on_gave_up too"
@@ -101,4 +103,49 @@ async fn ready_opens_a_consumer_before_anything_is_published() {
         server.shutdown().await;
     })
     .await;
+}
+
+/// `stats()` on the stream: connections, messages each way, what waits, the last ping's round
+/// trip.
+#[tokio::test(start_paused = true)]
+async fn stream_stats_count_what_happened() {
+    use futures::SinkExt;
+    use stream_websocket::{Outgoing, Publish as P};
+
+    let script = Script::new([Outcome::Open {
+        frames: 3,
+        uptime: Duration::from_secs(3600),
+        close: true,
+    }]);
+    let config = ReconnectConfig::builder()
+        .min_delay(Duration::from_secs(1))
+        .ping_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut stream = ReconnectingStream::with_config(script.factory(), config);
+    assert_eq!(stream.stats().connections, 0);
+    for _ in 0..3 {
+        stream.next().await.unwrap().unwrap();
+    }
+    stream.feed(Outgoing::Publish(P::new("a"))).await.unwrap();
+    stream.feed(Outgoing::Publish(P::new("b"))).await.unwrap();
+    assert_eq!(stream.stats().queue_depth, 2);
+    stream.flush().await.unwrap();
+    // A ping goes out after a second; the server's pong comes back.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stream.flush().await.unwrap();
+    }
+    let stats = stream.stats();
+    assert_eq!(
+        (
+            stats.connections,
+            stats.reconnects,
+            stats.messages_in,
+            stats.messages_out
+        ),
+        (1, 0, 3, 2)
+    );
+    assert_eq!(stats.queue_depth, 0);
+    assert!(stats.last_rtt.is_some(), "{stats:?}");
 }

@@ -183,6 +183,12 @@ pub struct ConsumerStats {
     pub window_bytes: u64,
     /// How many entries those windows hold now.
     pub window_entries: u64,
+    /// Connections opened so far.
+    pub connections: u64,
+    /// Acknowledgements queued and not yet flushed to a connection.
+    pub queue_depth: u64,
+    /// The round trip of the last keepalive ping that was answered, if any was.
+    pub last_rtt: Option<std::time::Duration>,
 }
 
 /// Receives messages from a subscription and acknowledges them, across reconnects.
@@ -338,8 +344,12 @@ impl<F: Connect> Consumer<F> {
         let bytes = w.seen.bytes() + w.acked.bytes() + keys.map_or(0, Window::bytes);
         let entries = w.seen.len() + w.acked.len() + keys.map_or(0, Window::len);
         drop(w);
+        let st = self.stream.stats();
         ConsumerStats {
-            reconnects: self.stream.connections().saturating_sub(1),
+            reconnects: st.reconnects,
+            connections: st.connections,
+            queue_depth: st.queue_depth as u64,
+            last_rtt: st.last_rtt,
             window_bytes: bytes as u64,
             window_entries: entries as u64,
             ..self.stats

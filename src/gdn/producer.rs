@@ -175,6 +175,12 @@ pub struct ProducerStats {
     pub duplicate_confirmations: u64,
     /// The most messages that were awaiting confirmation at once (never above the window).
     pub peak_in_flight: u64,
+    /// Messages awaiting confirmation now.
+    pub in_flight: u64,
+    /// Connections opened so far.
+    pub connections: u64,
+    /// The round trip of the last keepalive ping that was answered, if any was.
+    pub last_rtt: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +192,10 @@ struct Counters {
     reconnects: AtomicU64,
     duplicates: AtomicU64,
     peak_in_flight: AtomicU64,
+    in_flight: AtomicU64,
+    connections: AtomicU64,
+    /// Nanoseconds plus one; 0 for none.
+    last_rtt: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -452,6 +462,12 @@ impl Producer {
             reconnects: c.reconnects.load(Ordering::Relaxed),
             duplicate_confirmations: c.duplicates.load(Ordering::Relaxed),
             peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed),
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+            connections: c.connections.load(Ordering::Relaxed),
+            last_rtt: match c.last_rtt.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(Duration::from_nanos(n - 1)),
+            },
         }
     }
 }
@@ -661,6 +677,7 @@ impl<F: Connect> Task<F> {
                 Poll::Pending => {}
             }
             self.settle_flushes();
+            self.publish_stats();
             if self.stream.is_open() {
                 for tx in self.ready.drain(..) {
                     let _ = tx.send(Ok(()));
@@ -683,6 +700,19 @@ impl<F: Connect> Task<F> {
                 return Poll::Ready(());
             }
             return Poll::Pending;
+        }
+    }
+
+    /// Copies the connection's counters where the handles read them.
+    fn publish_stats(&self) {
+        let st = self.stream.stats();
+        let c = &self.shared.counters;
+        c.in_flight
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+        c.connections.store(st.connections, Ordering::Relaxed);
+        if let Some(rtt) = st.last_rtt {
+            let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX - 1);
+            c.last_rtt.store(nanos + 1, Ordering::Relaxed);
         }
     }
 
