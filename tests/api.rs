@@ -149,3 +149,36 @@ async fn stream_stats_count_what_happened() {
     assert_eq!(stats.queue_depth, 0);
     assert!(stats.last_rtt.is_some(), "{stats:?}");
 }
+
+/// The producer's window follows the server's queue when it is built for an endpoint: a window
+/// of 100 on an endpoint whose `maxPendingMessages` is 10 keeps at most 10 in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_for_an_endpoint_keeps_its_window_within_the_servers_queue() {
+    use stream_websocket::gdn::ProducerConfig;
+    support::bounded(async {
+        let server = LocalServer::start().await.unwrap();
+        let topic = Topic::gdn("api", "_system", "window", false).unwrap();
+        let endpoint = Endpoint::producer(
+            &server.ws_url(),
+            &topic,
+            ProducerOptions::default().max_pending_messages(10),
+        )
+        .unwrap();
+        assert_eq!(endpoint.max_pending_messages(), Some(10));
+        let producer = Producer::for_endpoint(
+            endpoint,
+            ProducerConfig::new(ReconnectConfig::default()).max_pending(100),
+        );
+        let sends = (0..200).map(|i| producer.send(Publish::new(format!("w-{i}"))));
+        for r in futures::future::join_all(sends).await {
+            r.unwrap();
+        }
+        let stats = producer.stats();
+        assert_eq!(stats.confirmed, 200);
+        assert!(stats.peak_in_flight <= 10, "{stats:?}");
+        assert_eq!(stats.peak_in_flight, 10, "the window was used");
+        producer.close().await.unwrap();
+        server.shutdown().await;
+    })
+    .await;
+}

@@ -135,6 +135,7 @@ impl ProducerConfig {
     /// [`ProducerOptions::max_pending_messages`](super::ProducerOptions::max_pending_messages)
     /// (1000 when unset): a server whose queue is full refuses a message with `send-error:8`,
     /// which the producer reports as [`ProducerError::Rejected`] and does not retry.
+    /// [`Producer::for_endpoint`] does that by itself.
     pub fn max_pending(mut self, n: usize) -> Self {
         self.max_pending = n.max(1);
         self
@@ -292,6 +293,30 @@ impl Producer {
         F::Future: Send,
     {
         Self::with_config(factory, ProducerConfig::default())
+    }
+
+    /// Starts a producer on a GDN / Pulsar producer endpoint, with its window following the
+    /// server's queue: at most the endpoint's `maxPendingMessages`
+    /// ([`ProducerOptions::max_pending_messages`](super::ProducerOptions::max_pending_messages),
+    /// 1000 when unset), whatever [`ProducerConfig::max_pending`] says, so that the server
+    /// never refuses a message because its queue is full. Must be called within a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// As [`new`](Self::new).
+    #[track_caller]
+    pub fn for_endpoint(endpoint: super::Endpoint, config: impl Into<ProducerConfig>) -> Self {
+        let mut config = config.into();
+        let server_queue = endpoint.max_pending_messages().unwrap_or(1000).max(1) as usize;
+        if config.max_pending > server_queue {
+            tracing::debug!(
+                window = config.max_pending,
+                server_queue,
+                "the producer's window follows the server's queue"
+            );
+            config.max_pending = server_queue;
+        }
+        Self::with_config(move || endpoint.connect(), config)
     }
 
     /// Starts a producer with these settings. Must be called within a tokio runtime.

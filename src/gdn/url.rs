@@ -354,6 +354,7 @@ pub struct ProducerOptions {
     /// answers with `send-error:8`. Default: unset (the server uses 1000). Keep it at or above
     /// the producer's window, [`ProducerConfig::max_pending`](super::ProducerConfig::max_pending)
     /// (also 1000 by default): a message refused this way is not retried.
+    /// [`Producer::for_endpoint`](super::Producer::for_endpoint) makes the window follow it.
     pub max_pending_messages: Option<u32>,
 }
 
@@ -812,6 +813,8 @@ pub struct Endpoint {
     topic: Topic,
     auth: Auth,
     options: crate::ConnectOptions,
+    /// A producer's `maxPendingMessages`, if set.
+    max_pending_messages: Option<u32>,
 }
 
 impl Endpoint {
@@ -829,7 +832,9 @@ impl Endpoint {
         options: ProducerOptions,
     ) -> Result<Endpoint, UrlError> {
         let query = options.query()?;
-        Endpoint::build(server, topic, EndpointRole::Producer, None, query)
+        let mut endpoint = Endpoint::build(server, topic, EndpointRole::Producer, None, query)?;
+        endpoint.max_pending_messages = options.max_pending_messages;
+        Ok(endpoint)
     }
 
     /// A consumer endpoint for the subscription in `options`. `server` as for
@@ -910,6 +915,7 @@ impl Endpoint {
             topic: topic.clone(),
             auth: Auth::None,
             options: crate::ConnectOptions::default(),
+            max_pending_messages: None,
         })
     }
 
@@ -941,6 +947,12 @@ impl Endpoint {
     /// Producer, consumer or reader.
     pub fn role(&self) -> EndpointRole {
         self.role
+    }
+
+    /// A producer endpoint's `maxPendingMessages` ([`ProducerOptions::max_pending_messages`]),
+    /// if it sets one: the server's queue for the producer (1000 when unset).
+    pub fn max_pending_messages(&self) -> Option<u32> {
+        self.max_pending_messages
     }
 
     /// The authentication method.
