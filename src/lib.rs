@@ -46,6 +46,16 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Configuration
+//!
+//! Settings are values with chained setters, each starting from its documented defaults:
+//! `ServerConfig::default().api_key(…)`, `ProducerConfig::default().reconnect(rc).max_pending(…)`,
+//! `ConsumerConfig::default().reconnect(rc).dedup_window(…)`. The one exception is
+//! [`ReconnectConfig`], whose settings constrain each other (the minimum delay below the maximum,
+//! …): [`ReconnectConfig::builder`] collects them and `build()` checks them, returning a
+//! [`ConfigError`] that names the setting. `Producer::with_config` and `Consumer::with_config`
+//! take their own config or a plain `ReconnectConfig`.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

@@ -182,3 +182,28 @@ async fn a_producer_for_an_endpoint_keeps_its_window_within_the_servers_queue() 
     })
     .await;
 }
+
+/// One configuration style: every settings value starts from its defaults and chains setters;
+/// only `ReconnectConfig`, whose settings constrain each other, is built and checked.
+#[test]
+fn every_config_chains_from_its_defaults() {
+    use stream_websocket::gdn::{ConsumerConfig, ProducerConfig};
+    use stream_websocket::testkit::ServerConfig;
+    use stream_websocket::UnsentPolicy;
+
+    let rc = ReconnectConfig::builder()
+        .min_delay(Duration::from_millis(50))
+        .unsent_policy(UnsentPolicy::HandBack)
+        .build()
+        .unwrap();
+    let consumer = ConsumerConfig::default()
+        .reconnect(rc.clone())
+        .dedup_window(10, 10_000);
+    assert_eq!(
+        consumer.reconnect_config().unsent_policy(),
+        UnsentPolicy::Requeue,
+        "a consumer always re-queues its acks"
+    );
+    let _producer = ProducerConfig::default().reconnect(rc).max_pending(5);
+    let _server = ServerConfig::default().api_key("k");
+}

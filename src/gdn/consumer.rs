@@ -145,8 +145,17 @@ impl ConsumerConfig {
         self
     }
 
+    /// Replaces the connection settings (the unsent policy stays `Requeue`, see
+    /// [`new`](Self::new)). With [`Default`], the same as [`new`](Self::new):
+    /// `ConsumerConfig::default().reconnect(rc).dedup_window(…)`.
+    pub fn reconnect(mut self, mut reconnect: ReconnectConfig) -> Self {
+        reconnect.unsent_policy = UnsentPolicy::Requeue;
+        self.reconnect = reconnect;
+        self
+    }
+
     /// The connection settings.
-    pub fn reconnect(&self) -> &ReconnectConfig {
+    pub fn reconnect_config(&self) -> &ReconnectConfig {
         &self.reconnect
     }
 }

@@ -128,6 +128,15 @@ impl ProducerConfig {
         self
     }
 
+    /// Replaces the connection settings (the unsent policy stays `HandBack`, see
+    /// [`new`](Self::new)). With [`Default`], the same as [`new`](Self::new):
+    /// `ProducerConfig::default().reconnect(rc).max_pending(…)`.
+    pub fn reconnect(mut self, mut reconnect: ReconnectConfig) -> Self {
+        reconnect.unsent_policy = UnsentPolicy::HandBack;
+        self.reconnect = reconnect;
+        self
+    }
+
     /// How many messages may await confirmation at once; [`Producer::send`] waits for room
     /// beyond that. Default: 1000. Values below 1 are raised to 1.
     ///
