@@ -15,7 +15,27 @@ fn examples() -> PathBuf {
 }
 
 fn build_examples() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    // Cargo describes the package to the test process in these variables; inherited, they differ
+    // from what a plain `cargo build` sees and make build scripts that watch them (ring's) run
+    // again, so the examples and the tests would rebuild each other's dependencies on every run.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            cargo.env_remove(&*name);
+        }
+    }
+    let status = cargo
         .args([
             "build",
             "--quiet",
