@@ -6,21 +6,32 @@
 //!     --subscription audit --type shared --count 100
 //! ```
 //!
-//! Prints each payload on its own line on stdout; with `--count N` it exits 0 after N distinct
-//! messages. The summary `{"received":N,"redelivered":D,"reconnects":R}` goes to stderr, also on
-//! Ctrl-C (which writes the pending acknowledgements first).
+//! Prints each payload on its own line on stdout, each message once; with `--count N` it exits 0
+//! after N distinct messages. The summary
+//! `{"received":N,"redelivered":R,"duplicates":D,"reconnects":C}` goes to stderr, also on Ctrl-C
+//! (which writes the pending acknowledgements first).
+//!
+//! A message is one logical message however many copies the server stored: the consumer drops a
+//! copy whose idempotency key it already handed over, and this program keeps its own set of the
+//! keys (or, for messages without one, the message ids) it printed, so that it never counts a
+//! message twice even with `--no-dedup`. `duplicates` counts the copies dropped by either.
 
 mod common;
 
 use std::collections::HashSet;
 use std::process::ExitCode;
+use std::time::Duration;
 use stream_websocket::Listen;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use futures::StreamExt;
-use stream_websocket::gdn::{Consumer, ConsumerOptions, Endpoint, SubscriptionType};
+use stream_websocket::gdn::{
+    Consumer, ConsumerConfig, ConsumerOptions, Endpoint, InitialPosition, SubscriptionType,
+    IDEMPOTENCY_KEY,
+};
+use stream_websocket::{ConsumerMessage, MessageId};
 
-/// Receive and acknowledge messages.
+/// Receive and acknowledge messages, each once.
 #[derive(Debug, Parser)]
 struct Cli {
     #[command(flatten)]
@@ -31,9 +42,51 @@ struct Cli {
     /// Subscription type: exclusive, shared, failover or key_shared.
     #[arg(long = "type", default_value = "exclusive")]
     kind: SubscriptionType,
-    /// Exit after this many distinct messages.
+    /// Where a new subscription starts: latest (only messages published from now on) or
+    /// earliest (every message still stored). Default: the server's, latest.
+    #[arg(long, value_enum)]
+    initial_position: Option<Position>,
+    /// Exit after this many distinct messages (the copies of one message, by idempotency key,
+    /// count once).
     #[arg(long)]
     count: Option<usize>,
+    /// Turn off the consumer's de-duplication by idempotency key (it then hands over every copy
+    /// the server stored). This program still prints and counts each key once and reports the
+    /// repeats in "duplicates".
+    #[arg(long)]
+    no_dedup: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Position {
+    Latest,
+    Earliest,
+}
+
+impl From<Position> for InitialPosition {
+    fn from(p: Position) -> Self {
+        match p {
+            Position::Latest => InitialPosition::Latest,
+            Position::Earliest => InitialPosition::Earliest,
+        }
+    }
+}
+
+/// What makes two copies the same logical message: the idempotency key when there is one, the
+/// message id otherwise.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Identity {
+    Key(String),
+    Id(MessageId),
+}
+
+impl Identity {
+    fn of(message: &ConsumerMessage) -> Self {
+        match message.properties.get(IDEMPOTENCY_KEY) {
+            Some(key) => Identity::Key(key.clone()),
+            None => Identity::Id(message.message_id.clone()),
+        }
+    }
 }
 
 #[tokio::main]
@@ -42,14 +95,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, stream_websocket::Error> {
-    let options = ConsumerOptions::new(&cli.subscription).subscription_type(cli.kind);
+    let mut options = ConsumerOptions::new(&cli.subscription).subscription_type(cli.kind);
+    if let Some(position) = cli.initial_position {
+        options = options.initial_position(position.into());
+    }
     let endpoint = Endpoint::consumer(&cli.common.server, &cli.common.topic()?, options)?
         .with_auth(cli.common.auth());
-    let mut consumer =
-        Consumer::with_config(move || endpoint.connect(), cli.common.reconnect_config()?);
-    common::print_events(consumer.events());
+    let config = ConsumerConfig::new(cli.common.reconnect_config()?).dedup(!cli.no_dedup);
+    let mut consumer = Consumer::with_config(move || endpoint.connect(), config);
+    let printer = common::print_events(consumer.events());
 
     let mut distinct = HashSet::new();
+    // Copies handed over whose message this program had already printed.
+    let mut repeats = 0u64;
     let mut failure = None;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -60,8 +118,12 @@ async fn run(cli: Cli) -> Result<ExitCode, stream_websocket::Error> {
         };
         match next {
             Some(Ok(message)) => {
-                println!("{}", String::from_utf8_lossy(&message.payload));
-                distinct.insert(message.message_id.clone());
+                if distinct.insert(Identity::of(&message)) {
+                    println!("{}", String::from_utf8_lossy(&message.payload));
+                } else {
+                    repeats += 1;
+                }
+                // A repeat is acknowledged too, or the server would deliver it again.
                 if let Err(e) = consumer.ack(&message).await {
                     failure = Some(e);
                     break;
@@ -76,10 +138,15 @@ async fn run(cli: Cli) -> Result<ExitCode, stream_websocket::Error> {
     }
     let _ = consumer.close().await;
     let stats = consumer.stats();
+    // The summary is the last line on stderr: dropping the consumer ends the event printer once
+    // it printed the events so far (the close among them).
+    drop(consumer);
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     eprintln!(
-        r#"{{"received":{},"redelivered":{},"reconnects":{}}}"#,
+        r#"{{"received":{},"redelivered":{},"duplicates":{},"reconnects":{}}}"#,
         distinct.len(),
         stats.redelivered,
+        stats.duplicates_dropped + repeats,
         stats.reconnects
     );
     match failure {

@@ -15,7 +15,27 @@ fn examples() -> PathBuf {
 }
 
 fn build_examples() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    // Cargo describes the package to the test process in these variables; inherited, they differ
+    // from what a plain `cargo build` sees and make build scripts that watch them (ring's) run
+    // again, so the examples and the tests would rebuild each other's dependencies on every run.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            cargo.env_remove(&*name);
+        }
+    }
+    let status = cargo
         .args([
             "build",
             "--quiet",
@@ -125,7 +145,7 @@ async fn producer_and_consumer_exchange_messages() {
     assert_eq!(lines, want);
     assert_eq!(
         stderr.lines().last().unwrap(),
-        r#"{"received":25,"redelivered":0,"reconnects":0}"#
+        r#"{"received":25,"redelivered":0,"duplicates":0,"reconnects":0}"#
     );
     for output in [&stdout, &stderr] {
         assert!(!output.contains(KEY), "the key leaked");
@@ -227,7 +247,121 @@ async fn ctrl_c_closes_the_consumer_cleanly_with_a_summary() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
         stderr.lines().last().unwrap(),
-        r#"{"received":0,"redelivered":0,"reconnects":0}"#
+        r#"{"received":0,"redelivered":0,"duplicates":0,"reconnects":0}"#
     );
+    server.shutdown().await;
+}
+
+/// Publishes `p-0` … `p-{n-1}` with the `producer` command line while the server drops every
+/// producer connection right after storing its 7th message and before confirming it: the
+/// producer sends that message again, so the server stores it twice. Returns what the server
+/// stored on the topic, every copy, in order.
+async fn publish_with_stored_duplicates(server: &LocalServer, n: usize) -> Vec<String> {
+    let dir = examples();
+    server.drop_after_frames(Some(7));
+    let mut producer = Command::new(dir.join("producer"));
+    producer.args(common(server)).args([
+        "--count",
+        &n.to_string(),
+        "--prefix",
+        "p-",
+        "--api-key",
+        KEY,
+    ]);
+    let out = run(producer).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "producer failed: {stderr}");
+    // Consumer connections must not drop: every copy is delivered once, in order.
+    server.drop_after_frames(None);
+    let topic = stream_websocket::gdn::Topic::gdn("acme", "_system", "orders", false).unwrap();
+    server
+        .stored(&topic.full_name())
+        .iter()
+        .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        .collect()
+}
+
+/// How many stored copies repeat an earlier one before the first copy of the `n`-th distinct
+/// payload: the duplicates a consumer reading the log from the start meets before it has `n`
+/// distinct messages.
+fn repeats_before_nth_distinct(stored: &[String], n: usize) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let mut repeats = 0;
+    for p in stored {
+        if seen.len() == n {
+            break;
+        }
+        if !seen.insert(p) {
+            repeats += 1;
+        }
+    }
+    repeats
+}
+
+/// Runs the `consumer` command line from the start of the stream until it has `n` messages,
+/// with these extra arguments, and checks that it printed each payload once, in order, and
+/// reported `duplicates` repeats in its summary.
+async fn consume_from_earliest(server: &LocalServer, n: usize, extra: &[&str], duplicates: usize) {
+    let dir = examples();
+    let mut consumer = Command::new(dir.join("consumer"));
+    consumer
+        .args(common(server))
+        .args([
+            "--subscription",
+            "replay",
+            "--initial-position",
+            "earliest",
+            "--count",
+            &n.to_string(),
+            "--api-key",
+            KEY,
+        ])
+        .args(extra);
+    let out = run(consumer).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "consumer failed: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let want: Vec<String> = (0..n).map(|i| format!("p-{i}")).collect();
+    assert_eq!(lines, want, "each payload once, in order");
+    assert_eq!(
+        stderr.lines().last().unwrap(),
+        format!(r#"{{"received":{n},"redelivered":0,"duplicates":{duplicates},"reconnects":0}}"#),
+        "{stderr}"
+    );
+}
+
+/// The server stored some messages twice (a producer's re-send after a drop between storing and
+/// confirming); the consumer command line still counts, prints and acknowledges each message
+/// once, and reports the copies it dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_counts_each_message_once_when_the_server_stored_duplicates() {
+    const N: usize = 30;
+    let server = start().await;
+    let stored = publish_with_stored_duplicates(&server, N).await;
+    assert!(stored.len() > N, "no duplicates stored: {stored:?}");
+    let duplicates = repeats_before_nth_distinct(&stored, N);
+    assert!(
+        duplicates >= 1,
+        "only the last message was stored twice: {stored:?}"
+    );
+    consume_from_earliest(&server, N, &[], duplicates).await;
+    server.shutdown().await;
+}
+
+/// With the library's de-duplication off every stored copy is handed over; the command line
+/// still counts and prints each message once, by its idempotency key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dedup_the_consumer_still_counts_each_message_once() {
+    const N: usize = 30;
+    let server = start().await;
+    let stored = publish_with_stored_duplicates(&server, N).await;
+    assert!(stored.len() > N, "no duplicates stored: {stored:?}");
+    let duplicates = repeats_before_nth_distinct(&stored, N);
+    assert!(
+        duplicates >= 1,
+        "only the last message was stored twice: {stored:?}"
+    );
+    consume_from_earliest(&server, N, &["--no-dedup"], duplicates).await;
     server.shutdown().await;
 }

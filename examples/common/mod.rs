@@ -83,8 +83,10 @@ impl Common {
     }
 }
 
-/// Prints every lifecycle event on stderr, one `event: ...` line each.
-pub fn print_events(mut events: Listener<Event>) {
+/// Prints every lifecycle event on stderr, one `event: ...` line each. The task ends once the
+/// client is dropped and every event was printed: await it before printing a last line that must
+/// come after them.
+pub fn print_events(mut events: Listener<Event>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             match events.recv().await {
@@ -95,7 +97,7 @@ pub fn print_events(mut events: Listener<Event>) {
                 Err(_) => return,
             }
         }
-    });
+    })
 }
 
 fn describe(event: &Event) -> String {
