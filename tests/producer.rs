@@ -443,3 +443,73 @@ fn a_producer_outside_a_runtime_panics_with_a_clear_message() {
     let script = Script::new([]);
     let _ = Producer::new(script.factory());
 }
+
+/// The idempotency key: set once when a message is accepted (`<producer id>-<sequence>`), the
+/// same in every re-send, a key the application set is kept, and none when turned off.
+#[tokio::test(start_paused = true)]
+async fn every_message_carries_one_idempotency_key_through_re_sends() {
+    use stream_websocket::gdn::IDEMPOTENCY_KEY;
+
+    fn keys(script: &Script) -> Vec<(String, Option<String>)> {
+        script
+            .received_texts()
+            .iter()
+            .map(|t| {
+                let v: serde_json::Value = serde_json::from_str(t).unwrap();
+                let context = v["context"].as_str().unwrap().to_string();
+                let key = v["properties"][IDEMPOTENCY_KEY]
+                    .as_str()
+                    .map(str::to_string);
+                (context, key)
+            })
+            .collect()
+    }
+
+    // The first connection stores message 2 and drops before confirming it: it is sent again.
+    let script = Script::new([
+        Outcome::Broker {
+            drop_after: Some(3),
+        },
+        Outcome::Broker { drop_after: None },
+    ]);
+    let producer = Producer::with_config(script.factory(), config().producer_id("orders-7"));
+    let sends = (0..4).map(|i| {
+        let mut p = Publish::new(format!("m{i}"));
+        if i == 3 {
+            p = p.property(IDEMPOTENCY_KEY, "mine");
+        }
+        producer.send(p)
+    });
+    for r in futures::future::join_all(sends).await {
+        r.unwrap();
+    }
+    let seen = keys(&script);
+    assert!(seen.len() > 4, "a re-send happened: {seen:?}");
+    for (context, key) in &seen {
+        let want = if context == "3" {
+            "mine".to_string()
+        } else {
+            format!("orders-7-{context}")
+        };
+        assert_eq!(key.as_deref(), Some(want.as_str()), "{seen:?}");
+    }
+    producer.close().await.unwrap();
+
+    // A random identity by default: 16 hex digits.
+    let script = Script::new([Outcome::Broker { drop_after: None }]);
+    let producer = Producer::with_config(script.factory(), config());
+    producer.send(Publish::new("x")).await.unwrap();
+    let (_, key) = keys(&script).remove(0);
+    let key = key.unwrap();
+    let (id, seq) = key.rsplit_once('-').unwrap();
+    assert_eq!((id.len(), seq), (16, "0"), "{key}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{key}");
+    producer.close().await.unwrap();
+
+    // Turned off: no key.
+    let script = Script::new([Outcome::Broker { drop_after: None }]);
+    let producer = Producer::with_config(script.factory(), config().idempotency_keys(false));
+    producer.send(Publish::new("x")).await.unwrap();
+    assert_eq!(keys(&script), [("0".to_string(), None)]);
+    producer.close().await.unwrap();
+}
