@@ -331,11 +331,10 @@ async fn consume_from_earliest(server: &LocalServer, n: usize, extra: &[&str], d
     );
 }
 
-/// The server stored some messages twice (a producer's re-send after a drop between storing and
-/// confirming); the consumer command line still counts, prints and acknowledges each message
-/// once, and reports the copies it dropped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_consumer_counts_each_message_once_when_the_server_stored_duplicates() {
+/// Publishes N messages of which the server stores some twice (a producer's re-send after a
+/// drop between storing and confirming), then runs the consumer command line with `flags`: it
+/// counts, prints and acknowledges each message once, and reports the copies it dropped.
+async fn consume_stored_duplicates(flags: &[&str]) {
     const N: usize = 30;
     let server = start().await;
     let stored = publish_with_stored_duplicates(&server, N).await;
@@ -345,23 +344,18 @@ async fn the_consumer_counts_each_message_once_when_the_server_stored_duplicates
         duplicates >= 1,
         "only the last message was stored twice: {stored:?}"
     );
-    consume_from_earliest(&server, N, &[], duplicates).await;
+    consume_from_earliest(&server, N, flags, duplicates).await;
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_counts_each_message_once_when_the_server_stored_duplicates() {
+    consume_stored_duplicates(&[]).await;
 }
 
 /// With the library's de-duplication off every stored copy is handed over; the command line
 /// still counts and prints each message once, by its idempotency key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_dedup_the_consumer_still_counts_each_message_once() {
-    const N: usize = 30;
-    let server = start().await;
-    let stored = publish_with_stored_duplicates(&server, N).await;
-    assert!(stored.len() > N, "no duplicates stored: {stored:?}");
-    let duplicates = repeats_before_nth_distinct(&stored, N);
-    assert!(
-        duplicates >= 1,
-        "only the last message was stored twice: {stored:?}"
-    );
-    consume_from_earliest(&server, N, &["--no-dedup"], duplicates).await;
-    server.shutdown().await;
+    consume_stored_duplicates(&["--no-dedup"]).await;
 }

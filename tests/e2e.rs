@@ -1,6 +1,10 @@
 //! End to end: producers and consumers over the reconnecting layer against the embedded local
 //! server, with faults. Real sockets on 127.0.0.1, real time, bounded counts.
 
+mod support;
+
+use support::chain;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
@@ -15,17 +19,6 @@ use stream_websocket::testkit::{LocalServer, ServerConfig};
 use stream_websocket::{Error, Publish, ReconnectConfig, WsStream};
 
 const KEY: &str = "e2e-key";
-
-/// An error and every cause below it, joined by ": " (each message names only its own layer).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text = format!("{text}: {c}");
-        cause = c.source();
-    }
-    text
-}
 
 async fn bounded<T>(secs: u64, body: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), body)
@@ -105,6 +98,8 @@ async fn nothing_is_lost_through_drops_refusals_and_a_listening_pause() {
         opened.recv().await.unwrap();
 
         let producer = producer(&server);
+        // Connected before the faults start, so each fault below costs a reconnect.
+        producer.ready().await.unwrap();
         let mut receipts = Vec::new();
         for i in 0..N {
             receipts.push(

@@ -1,5 +1,9 @@
 //! Secrets (API keys, JWTs, one-time passwords) never appear in logs, errors or `Debug` output.
 
+mod support;
+
+use support::chain;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,17 +92,6 @@ fn config() -> ReconnectConfig {
         .max_retries(2)
         .build()
         .unwrap()
-}
-
-/// An error and every cause below it, joined by ": " (each message names only its own layer).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text = format!("{text}: {c}");
-        cause = c.source();
-    }
-    text
 }
 
 /// Formats every event a listener holds, both ways.

@@ -315,3 +315,14 @@ pub fn trace_init() {
         .with_max_level(tracing::Level::DEBUG)
         .try_init();
 }
+
+/// An error and every cause below it, joined by ": " (each message names only its own layer).
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
