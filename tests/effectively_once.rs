@@ -45,7 +45,7 @@ fn consumer_config() -> ConsumerConfig {
 /// through drops, and checks that the application saw every payload once, that the server did
 /// store duplicates, and that the windows stayed within their bounds.
 async fn run(kind: SubscriptionType, consumers: usize, topic_name: &str) {
-    let server = std::sync::Arc::new(LocalServer::start().await.unwrap());
+    let server = LocalServer::start().await.unwrap();
     let topic = Topic::gdn("once", "_system", topic_name, false).unwrap();
     let config = consumer_config().share_windows();
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64)>();
@@ -167,9 +167,7 @@ async fn run(kind: SubscriptionType, consumers: usize, topic_name: &str) {
         "{kind:?} x{consumers}: {stored} stored for {N} ({} stored twice), producer {producer_stats:?}",
         stored - N
     );
-    if let Ok(server) = std::sync::Arc::try_unwrap(server) {
-        server.shutdown().await;
-    }
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,9 +75,11 @@
 
 mod broker;
 mod conn;
+mod echo;
 mod proxy;
 mod wire;
 
+pub use echo::EchoServer;
 pub use proxy::{Cut, FaultProxy};
 
 use std::collections::hash_map::RandomState;
@@ -213,20 +215,47 @@ enum Control {
 /// production broker.**
 ///
 /// Runs on the Tokio runtime it was started on: one task accepts, one task serves each
-/// connection. [`shutdown`](Self::shutdown) stops them all; dropping the server without it
-/// aborts them.
+/// connection. [`shutdown`](Self::shutdown) stops them all; dropping the last handle without
+/// it aborts them.
+///
+/// A `LocalServer` is a cheap, cloneable handle: every method takes `&self`, so fault
+/// injectors can run in tasks of their own (see also [`drop_every`](Self::drop_every)).
+#[derive(Clone)]
 pub struct LocalServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     addr: SocketAddr,
     shared: Arc<Shared>,
     control: mpsc::UnboundedSender<Control>,
-    task: Option<JoinHandle<()>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// The periodic drops of [`LocalServer::drop_every`], if any.
+    dropper: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.dropper).take() {
+            task.abort();
+        }
+        if let Some(task) = lock(&self.task).take() {
+            self.shared.shutdown.send_replace(true);
+            // Aborting the accept task drops its JoinSet, which aborts the connection tasks.
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl fmt::Debug for LocalServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalServer")
-            .field("addr", &self.addr)
-            .field("config", &self.shared.config)
+            .field("addr", &self.inner.addr)
+            .field("config", &self.inner.shared.config)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -274,22 +303,25 @@ impl LocalServer {
         let task = tokio::spawn(accept_loop(listener, addr, shared.clone(), control_rx));
         tracing::debug!(%addr, "local stream server listening");
         Ok(LocalServer {
-            addr,
-            shared,
-            control,
-            task: Some(task),
+            inner: Arc::new(Inner {
+                addr,
+                shared,
+                control,
+                task: Mutex::new(Some(task)),
+                dropper: Mutex::new(None),
+            }),
         })
     }
 
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.inner.addr
     }
 
     /// The base URL, `ws://127.0.0.1:<port>`; append a path such as
     /// `/_ws/ws/v2/producer/persistent/t/ns/topic`.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}", self.addr)
+        format!("ws://{}", self.inner.addr)
     }
 
     /// Issues a one-time password, accepted as `?otp=` on exactly one upgrade request (which
@@ -297,7 +329,7 @@ impl LocalServer {
     /// [API key](ServerConfig::api_key) is configured. Unique, but not cryptographically
     /// strong: this is a test server.
     pub fn issue_otp(&self) -> String {
-        let mut st = self.shared.lock();
+        let mut st = self.inner.shared.lock();
         loop {
             let otp = random_token(st.otps.len() as u64);
             if st.otps.insert(otp.clone()) {
@@ -310,7 +342,8 @@ impl LocalServer {
     /// Connections that are still in their handshake are dropped too. New connections are not
     /// affected.
     pub fn drop_all(&self) {
-        self.shared
+        self.inner
+            .shared
             .drop_epoch
             .send_modify(|e| *e = e.wrapping_add(1));
     }
@@ -326,7 +359,8 @@ impl LocalServer {
     /// after writing the `n`-th frame or applying the `n`-th ack. A connection already past `n`
     /// drops at its next frame; `Some(0)` drops every new connection right after its upgrade.
     pub fn drop_after_frames(&self, n: Option<u64>) {
-        self.shared
+        self.inner
+            .shared
             .drop_after
             .store(n.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
@@ -336,7 +370,7 @@ impl LocalServer {
     /// refusing. A status outside 300..=599 is replaced by 503. Refusals are checked before
     /// authentication and do not consume one-time passwords.
     pub fn refuse_next(&self, k: usize, status: u16) {
-        let mut st = self.shared.lock();
+        let mut st = self.inner.shared.lock();
         st.refuse_left = k;
         st.refuse_status = if (300..=599).contains(&status) {
             status
@@ -351,7 +385,7 @@ impl LocalServer {
     /// Messages produced meanwhile are stored and delivered after the stall. `drop_all` and
     /// `shutdown` still work on stalled connections.
     pub fn stall(&self, on: bool) {
-        self.shared.stall.send_if_modified(|s| {
+        self.inner.shared.stall.send_if_modified(|s| {
             let changed = *s != on;
             *s = on;
             changed
@@ -365,12 +399,12 @@ impl LocalServer {
     /// [`drop_all`](Self::drop_all)). A second call while paused extends the pause if it ends
     /// later.
     pub fn pause_listening(&self, d: Duration) {
-        let _ = self.control.send(Control::Pause(d));
+        let _ = self.inner.control.send(Control::Pause(d));
     }
 
     /// The counters.
     pub fn stats(&self) -> ServerStats {
-        let c = &self.shared.counters;
+        let c = &self.inner.shared.counters;
         ServerStats {
             connections_accepted: c.accepted.load(Ordering::Relaxed),
             connections_open: c.open.load(Ordering::Relaxed),
@@ -384,7 +418,8 @@ impl LocalServer {
     /// The payloads stored on a topic, by its full name (`persistent://tenant/namespace/topic`,
     /// percent-decoded), in order; empty for an unknown topic.
     pub fn stored(&self, topic: &str) -> Vec<Bytes> {
-        self.shared
+        self.inner
+            .shared
             .lock()
             .topics
             .get(topic)
@@ -395,20 +430,40 @@ impl LocalServer {
     /// Stops accepting, closes every connection (with a close frame 1001 where the client is
     /// reading, abruptly after a short grace otherwise) and waits until every task of the server
     /// has ended.
-    pub async fn shutdown(mut self) {
-        self.shared.shutdown.send_replace(true);
-        if let Some(task) = self.task.take() {
+    ///
+    /// Any handle can shut the server down; the others then see a stopped server.
+    pub async fn shutdown(&self) {
+        if let Some(task) = lock(&self.inner.dropper).take() {
+            task.abort();
+        }
+        self.inner.shared.shutdown.send_replace(true);
+        let task = lock(&self.inner.task).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
     }
-}
 
-impl Drop for LocalServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            self.shared.shutdown.send_replace(true);
-            // Aborting the accept task drops its JoinSet, which aborts the connection tasks.
-            task.abort();
+    /// Drops every open connection (as [`drop_all`](Self::drop_all)) once every `period`, from
+    /// a task of its own, until it is called again (`None` stops it) or the server shuts down.
+    pub fn drop_every(&self, period: Option<Duration>) {
+        let next = period.map(|period| {
+            let server = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = server.upgrade() else {
+                        return;
+                    };
+                    inner
+                        .shared
+                        .drop_epoch
+                        .send_modify(|e| *e = e.wrapping_add(1));
+                }
+            })
+        });
+        if let Some(old) = std::mem::replace(&mut *lock(&self.inner.dropper), next) {
+            old.abort();
         }
     }
 }
