@@ -8,6 +8,23 @@ use stream_websocket::gdn::{Producer, ProducerConfig, ProducerError, DEFAULT_DRA
 use stream_websocket::{Publish, ReconnectConfig};
 use support::{Outcome, Script};
 
+/// Enqueues messages `m<i>` for every `i` in `range`, in order, and returns their receipts.
+async fn enqueue(
+    producer: &Producer,
+    range: std::ops::Range<usize>,
+) -> Vec<stream_websocket::gdn::Receipt> {
+    let mut receipts = Vec::new();
+    for i in range {
+        receipts.push(
+            producer
+                .enqueue(Publish::new(format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    receipts
+}
+
 fn config() -> ProducerConfig {
     ProducerConfig::new(
         ReconnectConfig::builder()
@@ -80,15 +97,7 @@ async fn the_window_bounds_messages_in_flight() {
         uptime: Duration::from_secs(3600),
     }]);
     let producer = Producer::with_config(script.factory(), config().max_pending(3));
-    let mut receipts = Vec::new();
-    for i in 0..3 {
-        receipts.push(
-            producer
-                .enqueue(Publish::new(format!("m{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let _receipts = enqueue(&producer, 0..3).await;
     let fourth =
         tokio::time::timeout(Duration::from_secs(5), producer.enqueue(Publish::new("m3"))).await;
     assert!(fourth.is_err(), "a fourth message must wait for room");
@@ -128,15 +137,7 @@ async fn flush_waits_for_confirmations_and_close_ends_cleanly() {
         Outcome::Broker { drop_after: None },
     ]);
     let producer = Producer::with_config(script.factory(), config());
-    let mut receipts = Vec::new();
-    for i in 0..10 {
-        receipts.push(
-            producer
-                .enqueue(Publish::new(format!("m{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let receipts = enqueue(&producer, 0..10).await;
     producer.flush().await.unwrap();
     assert_eq!(producer.stats().confirmed, 10);
     for r in receipts {
@@ -260,15 +261,7 @@ async fn dropping_every_handle_during_an_outage_ends_the_task_after_the_drain_ti
     assert_eq!(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs(30));
     let script = unreachable();
     let producer = Producer::with_config(script.factory(), config());
-    let mut receipts = Vec::new();
-    for i in 0..3 {
-        receipts.push(
-            producer
-                .enqueue(Publish::new(format!("m{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let mut receipts = enqueue(&producer, 0..3).await;
     drop(producer);
 
     // Within the drain timeout (the default, 30 s) the producer keeps trying.
@@ -307,15 +300,7 @@ async fn close_during_an_outage_returns_after_the_drain_timeout_with_the_unconfi
     let script = Script::new(outcomes);
     let drain = Duration::from_secs(10);
     let producer = Producer::with_config(script.factory(), config().drain_timeout(drain));
-    let mut receipts = Vec::new();
-    for i in 0..5 {
-        receipts.push(
-            producer
-                .enqueue(Publish::new(format!("m{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let receipts = enqueue(&producer, 0..5).await;
     let mut receipts = receipts.into_iter();
     receipts.next().unwrap().await.unwrap();
     receipts.next().unwrap().await.unwrap();
@@ -364,15 +349,7 @@ async fn close_during_an_outage_returns_after_the_drain_timeout_with_the_unconfi
 async fn close_with_a_healthy_server_confirms_everything_first() {
     let script = Script::new([Outcome::Broker { drop_after: None }]);
     let producer = Producer::with_config(script.factory(), config());
-    let mut receipts = Vec::new();
-    for i in 0..20 {
-        receipts.push(
-            producer
-                .enqueue(Publish::new(format!("m{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let receipts = enqueue(&producer, 0..20).await;
     let stats = producer.clone();
     producer.close().await.unwrap();
     for r in receipts {
@@ -393,15 +370,7 @@ async fn dropped_handles_still_deliver_when_the_server_returns_within_the_drain_
         Outcome::Broker { drop_after: None },
     ]);
     let producer = Producer::with_config(script.factory(), config());
-    let mut receipts = Vec::new();
-    for i in 0..6 {
-        receipts.push(
-            producer
-                .enqueue(Publish::new(format!("m{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let receipts = enqueue(&producer, 0..6).await;
     drop(producer);
     for r in receipts {
         r.await.unwrap();
