@@ -11,8 +11,8 @@
 //!            ▼                                          │
 //!   ┌───▶ Idle ─attempt─▶ Connecting ─opened─▶ Open ─lost┴─▶ Backoff ─attempt─▶ Connecting …
 //!   │                      │      ▲ retry, delay > 0 ─────┘  │      │
-//!   │                      └──failed/timeout──▶ (retry) ─────┘      │ lost later (start_send,
-//!   │                                           │                   ▼ or messages still waiting)
+//!   │                      └──failed/timeout──▶ (retry) ─────┘      │ lost later (messages
+//!   │                                           │                   ▼ still waiting)
 //!   │ reconnect()            permanent error,   │            Open { lost } ─settle─▶ as "lost"
 //!   │ (unless closed)        retry cap reached  ▼
 //!   └──────────────────────────────────────── Done ◀─close done/timeout── Closing ◀─close()─ Open
@@ -529,9 +529,8 @@ enum State<T, Fut> {
         fut: Pin<Box<tracing::instrument::Instrumented<Fut>>>,
         deadline: Pin<Box<Sleep>>,
     },
-    /// Connected. `lost`: the connection failed where the failure could not be handled at once
-    /// (in `start_send`, or while messages it delivered still wait for the stream side); it is
-    /// handled once they are handed over, or at once by the sink side.
+    /// Connected. `lost`: the connection failed while messages it delivered still wait for the
+    /// stream side; the loss is handled once they are handed over, or at once by the sink side.
     Open { conn: Conn<T>, lost: Option<Lost> },
     /// `close()` was called on an open connection: writing what is queued, then the Close
     /// frame, until `deadline` (`close_timeout`).
@@ -635,9 +634,9 @@ struct Conn<T> {
     close_frame: Option<(Option<u16>, String)>,
     /// Messages the stream side read one at a time since keepalive and the queue were last
     /// serviced. It reads so only while this is below `read_ahead`, so that keepalive is
-    /// checked at least that often. (`start_send` needs no such count: what it writes stays
-    /// in `unflushed` until a flush, which services the connection, and `poll_ready` services
-    /// it too once `queue_capacity` items wait.)
+    /// checked at least that often. (The sink side needs no such count: `start_send` only
+    /// queues, and a flush, or `poll_ready` once `queue_capacity` items wait, services the
+    /// connection.)
     direct_reads: usize,
     /// Items written to it whose flush completed.
     flushed: u64,
@@ -1108,11 +1107,17 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 .bytes
                 .saturating_add(self.config.read_ahead_bytes),
         };
-        while !self.inbound.is_full(cap) {
-            match read_next(conn, &mut self.codec, &self.events, cx) {
-                Poll::Ready(Ok((item, len))) => self.inbound.push(item, len),
-                Poll::Ready(Err(_)) | Poll::Pending => return,
-            }
+        // How the connection ends does not matter here: it already failed.
+        let _ = read_available(
+            conn,
+            &mut self.inbound,
+            cap,
+            &mut self.codec,
+            &self.events,
+            cx,
+        );
+        if !self.inbound.is_full(cap) {
+            return;
         }
         tracing::warn!(
             messages = self.inbound.len(),
@@ -1683,7 +1688,12 @@ fn write_queue<T: Transport, C: Codec>(
             Poll::Pending => return Ok(()),
         }
         let item = queue.pop_front().expect("queue is not empty");
-        write_one(conn, codec, unflushed, item)?;
+        conn.needs_flush = true;
+        let written = Pin::new(&mut conn.transport).start_send(codec.encode(&item));
+        // Kept until the flush that delivers it, also when the write failed: it then goes out
+        // on the next connection.
+        unflushed.push(item);
+        written?;
     }
     if conn.needs_flush {
         match Pin::new(&mut conn.transport).poll_flush(cx) {
@@ -1697,25 +1707,6 @@ fn write_queue<T: Transport, C: Codec>(
         }
     }
     Ok(())
-}
-
-/// Writes one item to a transport that is ready for it, and keeps the item until the flush that
-/// delivers it succeeds.
-#[inline]
-fn write_one<T: Transport, C: Codec>(
-    conn: &mut Conn<T>,
-    codec: &mut C,
-    unflushed: &mut Vec<C::Out>,
-    item: C::Out,
-) -> Result<(), tungstenite::Error> {
-    let message = codec.encode(&item);
-    conn.needs_flush = true;
-    let written = Pin::new(&mut conn.transport).start_send(message);
-    // Kept whether or not the write failed: after a failure it goes out on the next connection.
-    // (Pushed after the write, not before: the caller has just built `item`, and copying it at
-    // once measured slower, most likely a store-forwarding stall on the bytes just written.)
-    unflushed.push(item);
-    written
 }
 
 #[cfg(test)]
