@@ -199,7 +199,6 @@ struct Counters {
     confirmed: AtomicU64,
     rejected: AtomicU64,
     resent: AtomicU64,
-    reconnects: AtomicU64,
     duplicates: AtomicU64,
     peak_in_flight: AtomicU64,
     in_flight: AtomicU64,
@@ -316,7 +315,10 @@ impl Producer {
     #[track_caller]
     pub fn for_endpoint(endpoint: super::Endpoint, config: impl Into<ProducerConfig>) -> Self {
         let mut config = config.into();
-        let server_queue = endpoint.max_pending_messages().unwrap_or(1000).max(1) as usize;
+        // The server's default queue is the same size as the default window.
+        let server_queue = endpoint
+            .max_pending_messages()
+            .map_or(DEFAULT_MAX_PENDING, |n| n.max(1) as usize);
         if config.max_pending > server_queue {
             tracing::debug!(
                 window = config.max_pending,
@@ -493,7 +495,7 @@ impl Producer {
             confirmed: c.confirmed.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             resent: c.resent.load(Ordering::Relaxed),
-            reconnects: c.reconnects.load(Ordering::Relaxed),
+            reconnects: c.connections.load(Ordering::Relaxed).saturating_sub(1),
             duplicate_confirmations: c.duplicates.load(Ordering::Relaxed),
             peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed),
             in_flight: c.in_flight.load(Ordering::Relaxed),
@@ -679,9 +681,12 @@ impl<F: Connect> Task<F> {
                     let resent = self.pending.count_before(self.next_to_send) as u64;
                     let c = &self.shared.counters;
                     c.resent.fetch_add(resent, Ordering::Relaxed);
-                    c.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 self.connection = self.stream.connections();
+                self.shared
+                    .counters
+                    .connections
+                    .store(self.connection, Ordering::Relaxed);
                 self.next_to_send = self.pending.first().unwrap_or(self.next_seq);
                 // The stream handed back what it had not flushed; it is all still pending here.
                 drop(self.stream.take_unsent());
@@ -743,7 +748,6 @@ impl<F: Connect> Task<F> {
         let c = &self.shared.counters;
         c.in_flight
             .store(self.pending.len() as u64, Ordering::Relaxed);
-        c.connections.store(st.connections, Ordering::Relaxed);
         if let Some(rtt) = st.last_rtt {
             let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX - 1);
             c.last_rtt.store(nanos + 1, Ordering::Relaxed);
