@@ -455,10 +455,7 @@ impl LocalServer {
                     let Some(inner) = server.upgrade() else {
                         return;
                     };
-                    inner
-                        .shared
-                        .drop_epoch
-                        .send_modify(|e| *e = e.wrapping_add(1));
+                    LocalServer { inner }.drop_all();
                 }
             })
         });
