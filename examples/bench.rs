@@ -55,12 +55,12 @@ use stream_websocket::gdn::Consumer;
 use stream_websocket::gdn::{
     ConsumerOptions, Endpoint, InitialPosition, Producer, ProducerConfig, ProducerOptions, Topic,
 };
-use stream_websocket::testkit::{Cut, FaultProxy, LocalServer};
 use stream_websocket::tungstenite::Message;
 use stream_websocket::{
     connect, Connect, Outgoing, Publish, PulsarCodec, RawCodec, ReconnectConfig,
     ReconnectingStream, WsStream,
 };
+use stream_websocket_testkit::{Cut, FaultProxy, LocalServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;

@@ -25,8 +25,8 @@ use stream_websocket::gdn::{
     Auth, Consumer, ConsumerOptions, Endpoint, Producer, ProducerConfig, ProducerOptions,
     SubscriptionType, Topic,
 };
-use stream_websocket::testkit::{LocalServer, ServerConfig};
 use stream_websocket::{Publish, ReconnectConfig};
+use stream_websocket_testkit::{LocalServer, ServerConfig};
 use tokio::time::{sleep, Instant};
 
 const RUN_FOR: Duration = Duration::from_secs(15);

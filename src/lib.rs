@@ -74,9 +74,6 @@ pub mod event;
 pub mod gdn;
 mod redact;
 mod stream;
-#[cfg(feature = "testkit")]
-#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
-pub mod testkit;
 
 pub use backoff::{Backoff, Jitter, MinDelay};
 pub use codec::{

@@ -11,8 +11,8 @@ use stream_websocket::gdn::{
     Consumer, ConsumerOptions, Endpoint, Producer, ProducerOptions, SubscriptionType, Topic,
 };
 use stream_websocket::prelude::*;
-use stream_websocket::testkit::LocalServer;
 use stream_websocket::{boxed, BoxConnect, Error, Publish, ReconnectConfig, ReconnectingStream};
+use stream_websocket_testkit::LocalServer;
 use support::{Outcome, Script, Ws};
 
 /// A service struct that names its stream's type.
@@ -188,8 +188,8 @@ async fn a_producer_for_an_endpoint_keeps_its_window_within_the_servers_queue() 
 #[test]
 fn every_config_chains_from_its_defaults() {
     use stream_websocket::gdn::{ConsumerConfig, ProducerConfig};
-    use stream_websocket::testkit::ServerConfig;
     use stream_websocket::UnsentPolicy;
+    use stream_websocket_testkit::ServerConfig;
 
     let rc = ReconnectConfig::builder()
         .min_delay(Duration::from_millis(50))

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use stream_websocket::testkit::{LocalServer, ServerConfig};
+use stream_websocket_testkit::{LocalServer, ServerConfig};
 
 const KEY: &str = "cli-secret-key";
 

@@ -15,8 +15,8 @@ use stream_websocket::gdn::{
     Auth, Consumer, ConsumerOptions, Endpoint, Producer, ProducerConfig, ProducerError,
     ProducerOptions, SubscriptionType, Topic,
 };
-use stream_websocket::testkit::{LocalServer, ServerConfig};
 use stream_websocket::{Error, Publish, ReconnectConfig, WsStream};
+use stream_websocket_testkit::{LocalServer, ServerConfig};
 
 const KEY: &str = "e2e-key";
 

@@ -13,8 +13,8 @@ use stream_websocket::gdn::{
     Consumer, ConsumerConfig, ConsumerOptions, Endpoint, Producer, ProducerConfig, ProducerOptions,
     SubscriptionType, Topic, ENTRY_OVERHEAD,
 };
-use stream_websocket::testkit::LocalServer;
 use stream_websocket::{Publish, ReconnectConfig};
+use stream_websocket_testkit::LocalServer;
 use tokio::sync::mpsc;
 
 const N: usize = 20_000;

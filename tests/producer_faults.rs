@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use stream_websocket::gdn::{Endpoint, Producer, ProducerConfig, ProducerOptions, Topic};
-use stream_websocket::testkit::LocalServer;
 use stream_websocket::{Publish, ReconnectConfig};
+use stream_websocket_testkit::LocalServer;
 
 /// Reconnect settings for real sockets: quick retries, so a few dozen drops take well under a
 /// second of backoff in total.

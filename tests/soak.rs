@@ -10,8 +10,8 @@ use stream_websocket::gdn::{
     Consumer, ConsumerOptions, Endpoint, Producer, ProducerConfig, ProducerOptions,
     SubscriptionType, Topic,
 };
-use stream_websocket::testkit::{Cut, FaultProxy, LocalServer};
 use stream_websocket::{Publish, ReconnectConfig, WsStream};
+use stream_websocket_testkit::{Cut, FaultProxy, LocalServer};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, Instant};
 

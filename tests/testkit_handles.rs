@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use stream_websocket::gdn::{Endpoint, Producer, ProducerOptions, Topic};
 use stream_websocket::prelude::*;
-use stream_websocket::testkit::{EchoServer, LocalServer};
 use stream_websocket::tungstenite::Message;
 use stream_websocket::{connect, Publish, RawCodec, ReconnectConfig, ReconnectingStream};
+use stream_websocket_testkit::{EchoServer, LocalServer};
 
 fn fast() -> ReconnectConfig {
     ReconnectConfig::builder()

@@ -4,9 +4,9 @@ use std::time::Duration;
 use stream_websocket::Listen;
 
 use futures::{SinkExt, StreamExt};
-use stream_websocket::testkit::{Cut, FaultProxy};
 use stream_websocket::tungstenite::Message;
 use stream_websocket::{connect, Error, RawCodec, ReconnectConfig, ReconnectingStream};
+use stream_websocket_testkit::{Cut, FaultProxy};
 use tokio::net::TcpListener;
 
 async fn bounded<T>(body: impl std::future::Future<Output = T>) -> T {

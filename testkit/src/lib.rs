@@ -8,7 +8,7 @@
 //! that reconnect logic can be tested against real sockets.
 //!
 //! ```no_run
-//! use stream_websocket::testkit::{LocalServer, ServerConfig};
+//! use stream_websocket_testkit::{LocalServer, ServerConfig};
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let server = LocalServer::start_with(ServerConfig::default().api_key("test-key")).await?;
@@ -73,6 +73,14 @@
 //! An inbound message larger than [`ServerConfig::max_message_size`] closes the socket with
 //! 1009. Connections answer WebSocket pings (except while [stalled](LocalServer::stall)).
 
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
 mod broker;
 mod conn;
 mod echo;
@@ -97,8 +105,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::redact::Secret;
 use broker::State;
+use stream_websocket::Secret;
 
 /// Settings of a [`LocalServer`]. Build with [`ServerConfig::default`] and the setters.
 ///

@@ -1,4 +1,3 @@
-#![cfg(feature = "testkit")]
 //! The embedded local server against raw WebSocket clients: producer, consumer and reader
 //! frames, subscription types, authentication and every fault switch. Real sockets on
 //! 127.0.0.1, real time, bounded counts; every test ends within 20 s.
@@ -11,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use stream_websocket::testkit::{LocalServer, ServerConfig};
+use stream_websocket_testkit::{LocalServer, ServerConfig};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

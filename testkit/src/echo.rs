@@ -1,5 +1,5 @@
 //! [`EchoServer`]: a WebSocket server that sends every text and binary message back, for users
-//! of [`RawCodec`](crate::RawCodec) and their tests.
+//! of [`RawCodec`](stream_websocket::RawCodec) and their tests.
 
 use std::fmt;
 use std::io;
