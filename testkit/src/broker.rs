@@ -22,6 +22,11 @@ pub(super) struct State {
     /// How many upgrades to refuse, and with which status.
     pub(super) refuse_left: usize,
     pub(super) refuse_status: u16,
+    /// How many REST calls to fail, and with which status.
+    pub(super) rest_fail_left: usize,
+    pub(super) rest_fail_status: u16,
+    /// The JWTs issued by `/_open/auth`.
+    pub(super) sessions: super::auth::Sessions,
 }
 
 impl State {

@@ -12,12 +12,15 @@ use futures::{Sink, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{self, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::http::{self as http_types, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::broker::{State, Topic};
+use super::http::{self, Next, ReadError};
+use super::rest;
+use super::transport::{Io, Replay};
 use super::wire::{self, Command, EndpointKind, Query, ReaderStart, Rejection, SendError};
 use super::Shared;
 
@@ -48,6 +51,60 @@ pub(super) async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
         }
     }
 
+    // TLS if the first byte asks for it, then REST calls until a WebSocket upgrade arrives.
+    let max_body = shared.config.max_message_size;
+    let timeout = shared.config.handshake_timeout;
+    let prelude = async {
+        let io = tokio::time::timeout(timeout, Io::accept(tcp, shared.identity.as_ref()))
+            .await
+            .ok()?
+            .map_err(|e| tracing::debug!(error = %e, "local server TLS handshake failed"))
+            .ok()?;
+        let mut conn = http::Conn::new(io);
+        loop {
+            match tokio::time::timeout(timeout, conn.next(max_body))
+                .await
+                .ok()?
+            {
+                Ok(Next::Upgrade) => return Some(conn),
+                Ok(Next::Rest(req)) => {
+                    let resp = rest::handle(&shared, &req);
+                    tracing::debug!(
+                        method = %req.method,
+                        status = resp.status,
+                        tls = conn.io.is_tls(),
+                        "local server answered a REST call"
+                    );
+                    if !conn.respond(Some(&req), &resp).await.ok()? {
+                        return None;
+                    }
+                }
+                Ok(Next::Closed) => return None,
+                Err(ReadError::Io(e)) => {
+                    tracing::debug!(error = %e, "local server lost a connection before its request");
+                    return None;
+                }
+                Err(ReadError::Bad(status, message)) => {
+                    let resp = http::Response::error(status, u32::from(status), message);
+                    let _ = conn.respond(None, &resp).await;
+                    return None;
+                }
+            }
+        }
+    };
+    let conn = tokio::select! {
+        c = prelude => match c {
+            Some(c) => c,
+            None => return,
+        },
+        _ = drop_rx.changed() => return,
+        _ = shutdown_rx.changed() => return,
+    };
+    let transport = Replay {
+        prefix: conn.buf.freeze(),
+        inner: conn.io,
+    };
+
     let mut admitted: Option<Session> = None;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
@@ -76,8 +133,8 @@ pub(super) async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
             }
         };
         tokio::time::timeout(
-            shared.config.handshake_timeout,
-            tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(ws_config)),
+            timeout,
+            tokio_tungstenite::accept_hdr_async_with_config(transport, callback, Some(ws_config)),
         )
     };
     let ws = tokio::select! {
@@ -129,29 +186,26 @@ fn error_response(rejection: Rejection) -> ErrorResponse {
     *resp.status_mut() =
         StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
+        http_types::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
 }
 
-/// True if the upgrade request may pass: no key configured, an `Authorization: apikey|bearer
-/// <key>` header with the key, or an unused one-time password (consumed here whenever one is
-/// presented).
+/// True if the upgrade request may pass: an open server (no credentials configured), an
+/// `Authorization` header the server accepts, or an unused one-time password (consumed here
+/// whenever one is presented).
 fn authenticate(shared: &Shared, req: &Request, query: &Query, st: &mut State) -> bool {
-    let Some(key) = &shared.config.api_key else {
+    let creds = &shared.config.credentials;
+    if creds.is_open() {
         return true;
-    };
+    }
     let header_ok = req
         .headers()
-        .get_all(http::header::AUTHORIZATION)
+        .get_all(http_types::header::AUTHORIZATION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.trim().split_once(' '))
-        .any(|(scheme, token)| {
-            (scheme.eq_ignore_ascii_case("apikey") || scheme.eq_ignore_ascii_case("bearer"))
-                && token.trim() == key.expose()
-        });
+        .any(|v| creds.tenant_of_header(v, &st.sessions).is_some());
     let otp_ok = query.get("otp").is_some_and(|otp| st.otps.remove(otp));
     header_ok || otp_ok
 }
@@ -176,7 +230,13 @@ fn admit(shared: &Arc<Shared>, req: &Request) -> Result<Session, Rejection> {
     if !authenticate(shared, req, &query, &mut st) {
         return Err(Rejection::new(401, "Failed to authenticate"));
     }
-    let route = wire::parse_route(req.uri().path())?;
+    let route = wire::parse_route(&rest::normalize_path(req.uri().path()))?;
+    if !shared.config.auto_create && !st.topics.contains_key(&route.topic) {
+        return Err(Rejection::new(
+            404,
+            format!("Topic not found: {} (create the stream first)", route.topic),
+        ));
+    }
     let conn = st.next_conn();
     match route.kind {
         EndpointKind::Producer => {

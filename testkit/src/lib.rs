@@ -26,13 +26,57 @@
 //!
 //! # What it serves
 //!
+//! One port serves plain and TLS connections (a self-signed certificate for `127.0.0.1` and
+//! `localhost`, [`LocalServer::certificate_pem`]; a connection whose first byte starts a TLS
+//! handshake gets TLS), and on each both REST calls (HTTP/1.1, kept alive) and WebSocket
+//! upgrades. Repeated slashes in a path are collapsed and a first segment starting with `api-`
+//! is dropped, as the GDN SDKs' URLs need.
+//!
+//! ## REST: an offline GDN
+//!
+//! The calls of the GDN documentation's examples and of the official SDKs (pyC8, jsc8), in
+//! GDN's shapes: success `{"error":false,"code":200,"result":…}` (without `errorNum`), failure
+//! `{"error":true,"code","errorMessage","errorNum"}`; JSON content type.
+//!
+//! | call | answer |
+//! |---|---|
+//! | `POST /_open/auth` `{"email","password"}` | `{"jwt","tenant","username"}`; 401 for wrong credentials |
+//! | `GET /_api/user` | `result[0].tenant`: the caller's tenant |
+//! | `POST /_api/key/validate` `{"apikey"}` or `{"jwt"}` | `result.tenant`; 401 |
+//! | `POST /apid/otp` | `{"otp"}`: a single-use password for one upgrade (`?otp=`) |
+//! | `GET /datacenter/local`, `/datacenter/all` | the one data center; `tags.url` = `gdn@127.0.0.1:<port>` |
+//! | `GET /_fabric/{f}/_api/database/user`, `…/database/current` (also without `/_api`) | the fabric `f` (any name is a fabric) |
+//! | `GET /_fabric/{f}/_api/streams[?global=]` | the caller's streams: `{topic, local, db, tenant, type: 4}` |
+//! | `POST /_fabric/{f}/_api/streams/{name}?global=true\|false` | creates `c8globals.{name}` / `c8locals.{name}`; 409 with `errorNum` 581 if it exists |
+//! | `DELETE /_fabric/{f}/_api/streams/c8globals.{name}` | deletes the stream and its messages (connected clients are not told); 404 |
+//! | `POST /_fabric/{f}/_api/streams/c8globals.{name}/publish` | stores the body bytes as one message |
+//!
+//! A GDN stream `name` of tenant `T` in fabric `f` is the topic
+//! `persistent://T/c8global.f/c8globals.name` (or `c8local`/`c8locals`), the topic its
+//! WebSocket paths name. Other paths give 404.
+//!
+//! **Credentials.** With none configured (the default) the server is open: any API key, token
+//! or login is taken, an API key's tenant follows jsc8's rule (the key without its last two
+//! dot-separated parts, `_mm` for a short key) and an anonymous caller is tenant `_mm`. With
+//! [`ServerConfig::api_key`] or [`ServerConfig::user`], every REST call (but the login) and
+//! every upgrade needs `Authorization: apikey <key>` or `bearer <JWT>`, or, on an upgrade, an
+//! unused `?otp=`. An upgrade with none of them, such as the sockets some jsc8 examples open
+//! without an OTP, gets 401, as it would from GDN. The tenant in a WebSocket path is not
+//! checked against the caller's.
+//!
+//! **Streams.** With [`ServerConfig::auto_create_streams`] on (the default, as Pulsar's
+//! `allowAutoTopicCreation`), a connection creates its topic; off, a topic must be created
+//! first (REST, or [`LocalServer::create_topic`]) or the upgrade gets 404.
+//!
+//! ## WebSockets
+//!
 //! Paths are `/_ws/ws/v2/{producer|consumer|reader}/persistent/{tenant}/{namespace}/{topic}`
 //! (GDN) or the same without `/_ws` (plain Pulsar); a consumer adds `/{subscription}`. Segments
 //! are percent-decoded. An unknown path gives HTTP 404; a consumer without a subscription, an
 //! empty or undecodable segment, a `non-persistent` topic or a bad parameter gives 400, each with
 //! a text body. An upgrade is checked in this order: [injected refusals](LocalServer::refuse_next),
-//! authentication ([`ServerConfig::api_key`], 401), path (404/400), parameters (400), then
-//! registration (409). Topics are created on first use; each is an append-only log whose message ids
+//! authentication (401), path (404/400), the topic's existence without auto-create (404),
+//! parameters (400), then registration (409). Each topic is an append-only log whose message ids
 //! are base64 of `<ledger>:<entry>`, unique across the server.
 //!
 //! * **Producer:** every text frame `{"payload", "properties"?, "key"?, "context"?,
@@ -81,10 +125,14 @@
     unreachable_pub
 )]
 
+mod auth;
 mod broker;
 mod conn;
 mod echo;
+mod http;
 mod proxy;
+mod rest;
+mod transport;
 mod wire;
 
 pub use echo::EchoServer;
@@ -101,7 +149,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -110,35 +158,88 @@ use stream_websocket::Secret;
 
 /// Settings of a [`LocalServer`]. Build with [`ServerConfig::default`] and the setters.
 ///
-/// `Debug` never prints the API key.
+/// `Debug` never prints an API key or password.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    api_key: Option<Secret>,
+    credentials: auth::Credentials,
+    auto_create: bool,
+    tls: bool,
+    jwt_lifetime: Duration,
     negative_ack_delay: Duration,
     max_message_size: usize,
     handshake_timeout: Duration,
+    listening: bool,
 }
 
 impl Default for ServerConfig {
-    /// No authentication, a 100 ms negative-ack delay, a 1 MiB inbound message limit and a
-    /// 10 s handshake timeout.
+    /// Open (no credentials required), streams created on first use, TLS on the same port, a
+    /// 12 h JWT lifetime, a 100 ms negative-ack delay, a 1 MiB inbound message limit, a 10 s
+    /// handshake timeout, and listening from the start.
     fn default() -> Self {
         ServerConfig {
-            api_key: None,
+            credentials: auth::Credentials::default(),
+            auto_create: true,
+            tls: true,
+            jwt_lifetime: Duration::from_secs(12 * 3600),
             negative_ack_delay: Duration::from_millis(100),
             max_message_size: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            listening: true,
         }
     }
 }
 
 impl ServerConfig {
-    /// Requires `Authorization: apikey <key>` (or `bearer <key>`; the scheme is
-    /// case-insensitive) on the upgrade request, or `?otp=` with an unused one-time password
-    /// from [`LocalServer::issue_otp`]. Missing or wrong → HTTP 401 `Failed to authenticate`.
-    /// Default: no authentication (an `otp` parameter is then ignored and not consumed).
+    /// Accepts this API key; call again to accept several. Once any key or
+    /// [user](Self::user) is configured, every REST call and WebSocket upgrade must
+    /// authenticate: `Authorization: apikey <key>` (or `bearer <key>`, or `bearer <JWT>` from
+    /// `/_open/auth`; the scheme is case-insensitive), or, on an upgrade, `?otp=` with an unused
+    /// one-time password from `POST /apid/otp` or [`LocalServer::issue_otp`]. Missing or wrong →
+    /// HTTP 401. The key's tenant is its text without the last two dot-separated parts
+    /// (`acme.key1.secret` → `acme`; `_mm` for a key with fewer parts), the rule jsc8 applies,
+    /// so pyC8 (which asks `/_api/user`) and jsc8 agree.
+    ///
+    /// Default: no credentials: the server is *open*, takes any key, token and login, and
+    /// ignores (does not consume) `otp` parameters.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(Secret::new(key));
+        self.credentials.api_keys.push(Secret::new(key));
+        self
+    }
+
+    /// Accepts this user for `POST /_open/auth` (`{"email","password"}`), which answers a JWT
+    /// for [`jwt_lifetime`](Self::jwt_lifetime). The user's tenant is the email with `@`
+    /// replaced by `_`. Call again for several users. Like [`api_key`](Self::api_key), this
+    /// makes the server require credentials.
+    pub fn user(mut self, email: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials.users.push(auth::User {
+            email: email.into(),
+            password: Secret::new(password),
+        });
+        self
+    }
+
+    /// Whether a producer, consumer or reader may connect to a stream that does not exist yet,
+    /// creating it (as Pulsar's `allowAutoTopicCreation`, whose default is also on). Off, a
+    /// connection to a stream not created first (over REST, or with
+    /// [`LocalServer::create_topic`]) is refused with 404, as the GDN SDKs expect, and so is a
+    /// REST publish. Default: on, so that tests need no setup.
+    pub fn auto_create_streams(mut self, on: bool) -> Self {
+        self.auto_create = on;
+        self
+    }
+
+    /// Whether the server also speaks TLS on its port, with a self-signed certificate for
+    /// `127.0.0.1` and `localhost` generated at start ([`LocalServer::certificate_pem`]). A
+    /// connection whose first byte starts a TLS handshake gets TLS, any other plain text.
+    /// Default: on (the official SDKs only speak `https://` and `wss://`).
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    /// How long a JWT from `/_open/auth` is accepted. Default: 12 h, GDN's.
+    pub fn jwt_lifetime(mut self, lifetime: Duration) -> Self {
+        self.jwt_lifetime = lifetime;
         self
     }
 
@@ -150,18 +251,28 @@ impl ServerConfig {
         self
     }
 
-    /// The largest inbound WebSocket message (and frame) in bytes; a larger one closes the
-    /// connection with code 1009, like the Pulsar proxy's `webSocketMaxTextFrameSize`.
-    /// Default: 1 MiB (1048576).
+    /// The largest inbound WebSocket message (and frame) and REST request body in bytes; a
+    /// larger message closes the connection with code 1009, like the Pulsar proxy's
+    /// `webSocketMaxTextFrameSize`, and a larger body gets 413. Default: 1 MiB (1048576).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
     }
 
-    /// How long a client may take to send its upgrade request once the server reads it.
+    /// How long a client may take to send its TLS handshake and each request (the upgrade
+    /// request, or the next REST call on a kept-alive connection) once the server reads it.
     /// Default: 10 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Whether the server listens as soon as it starts. With `false`, the port is reserved
+    /// (bound, so nothing else takes it) but connections are refused until
+    /// [`LocalServer::resume_listening`]: a server that is "down at start", without a race.
+    /// Default: `true`.
+    pub fn listening(mut self, on: bool) -> Self {
+        self.listening = on;
         self
     }
 }
@@ -182,6 +293,8 @@ pub struct ServerStats {
     pub messages_delivered: u64,
     /// Acknowledgements (`{"messageId"}` frames) received from consumers.
     pub acks_received: u64,
+    /// REST calls answered (any status).
+    pub rest_requests: u64,
 }
 
 #[derive(Debug, Default)]
@@ -192,11 +305,15 @@ struct Counters {
     stored: AtomicU64,
     delivered: AtomicU64,
     acks: AtomicU64,
+    rest: AtomicU64,
 }
 
 /// What the server task and the connection tasks share.
 struct Shared {
     config: ServerConfig,
+    addr: SocketAddr,
+    /// The TLS certificate and acceptor, if TLS is on.
+    identity: Option<transport::Identity>,
     state: Mutex<State>,
     counters: Counters,
     /// `drop_after_frames`; `u64::MAX` when off.
@@ -216,6 +333,10 @@ impl Shared {
 
 enum Control {
     Pause(Duration),
+    /// Stop listening until `Resume`; acknowledged once the listening socket is closed.
+    Stop(oneshot::Sender<()>),
+    /// Listen again now; acknowledged once listening.
+    Resume(oneshot::Sender<()>),
 }
 
 /// An in-memory stream broker on `127.0.0.1`, speaking the GDN / Pulsar WebSocket subset
@@ -269,14 +390,58 @@ impl fmt::Debug for LocalServer {
     }
 }
 
-/// Binds a listening socket (with `SO_REUSEADDR` on Unix, so the port can be bound again after
-/// a pause while old connections linger in `TIME_WAIT`).
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds a socket without listening (with `SO_REUSEADDR` on Unix, so the port can be bound
+/// again after a pause while old connections linger in `TIME_WAIT`): it holds the port while
+/// connects to it are refused.
+fn reserve(addr: SocketAddr) -> io::Result<TcpSocket> {
     let socket = TcpSocket::new_v4()?;
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(1024)
+    Ok(socket)
+}
+
+/// How many connections may wait to be accepted.
+const BACKLOG: u32 = 1024;
+
+/// The listening socket's state.
+enum Listening {
+    /// Accepting connections.
+    On(TcpListener),
+    /// Not listening; the port is held by a bound socket, so connects are refused.
+    Off(TcpSocket),
+    /// Not listening, and the port could not be held (another socket took it meanwhile).
+    Lost,
+}
+
+impl Listening {
+    /// Stops listening, keeping the port if possible.
+    fn stop(self, addr: SocketAddr) -> Listening {
+        match self {
+            Listening::On(listener) => {
+                drop(listener);
+                reserve(addr).map_or(Listening::Lost, Listening::Off)
+            }
+            other => other,
+        }
+    }
+
+    /// Listens again.
+    fn start(self, addr: SocketAddr) -> io::Result<Listening> {
+        let socket = match self {
+            Listening::On(l) => return Ok(Listening::On(l)),
+            Listening::Off(socket) => socket,
+            Listening::Lost => reserve(addr)?,
+        };
+        socket.listen(BACKLOG).map(Listening::On)
+    }
+
+    async fn accept(&self) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        match self {
+            Listening::On(l) => l.accept().await,
+            Listening::Off(_) | Listening::Lost => std::future::pending().await,
+        }
+    }
 }
 
 impl LocalServer {
@@ -296,10 +461,22 @@ impl LocalServer {
     ///
     /// The I/O error if the socket cannot be bound.
     pub async fn start_with(config: ServerConfig) -> io::Result<LocalServer> {
-        let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-        let addr = listener.local_addr()?;
+        let socket = reserve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let addr = socket.local_addr()?;
+        let listening = if config.listening {
+            Listening::On(socket.listen(BACKLOG)?)
+        } else {
+            Listening::Off(socket)
+        };
+        let identity = if config.tls {
+            Some(transport::Identity::generate()?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             config,
+            addr,
+            identity,
             state: Mutex::new(State::default()),
             counters: Counters::default(),
             drop_after: AtomicU64::new(u64::MAX),
@@ -308,7 +485,7 @@ impl LocalServer {
             shutdown: watch::Sender::new(false),
         });
         let (control, control_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(accept_loop(listener, addr, shared.clone(), control_rx));
+        let task = tokio::spawn(accept_loop(listening, addr, shared.clone(), control_rx));
         tracing::debug!(%addr, "local stream server listening");
         Ok(LocalServer {
             inner: Arc::new(Inner {
@@ -337,13 +514,7 @@ impl LocalServer {
     /// [API key](ServerConfig::api_key) is configured. Unique, but not cryptographically
     /// strong: this is a test server.
     pub fn issue_otp(&self) -> String {
-        let mut st = self.inner.shared.lock();
-        loop {
-            let otp = random_token(st.otps.len() as u64);
-            if st.otps.insert(otp.clone()) {
-                return otp;
-            }
-        }
+        new_otp(&mut self.inner.shared.lock())
     }
 
     /// Drops every open connection now, abruptly: no close frame, the socket is just closed.
@@ -410,6 +581,82 @@ impl LocalServer {
         let _ = self.inner.control.send(Control::Pause(d));
     }
 
+    /// Stops listening until [`resume_listening`](Self::resume_listening), and returns once
+    /// the listening socket is closed: from then on connects are refused, without a race. The
+    /// port stays reserved. Open connections are not touched (combine with
+    /// [`drop_all`](Self::drop_all)). Cancels a running [`pause_listening`](Self::pause_listening).
+    pub async fn stop_listening(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.inner.control.send(Control::Stop(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Listens again (after [`stop_listening`](Self::stop_listening), a
+    /// [`pause_listening`](Self::pause_listening) or [`ServerConfig::listening(false)`]), and
+    /// returns once connects are accepted (or, if the port cannot be bound again yet, once the
+    /// server has started retrying every 50 ms).
+    ///
+    /// [`ServerConfig::listening(false)`]: ServerConfig::listening
+    pub async fn resume_listening(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.inner.control.send(Control::Resume(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`: the REST base URL, plain.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// `https://127.0.0.1:<port>`: the REST base URL over TLS (trust
+    /// [`certificate_pem`](Self::certificate_pem)). Serves only if [TLS](ServerConfig::tls) is
+    /// on.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.inner.addr)
+    }
+
+    /// `wss://127.0.0.1:<port>`: [`ws_url`](Self::ws_url) over TLS.
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}", self.inner.addr)
+    }
+
+    /// The server's self-signed certificate (for `127.0.0.1`, `::1` and `localhost`), PEM
+    /// encoded, to add to a client's trusted roots; `None` if [TLS](ServerConfig::tls) is off.
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.inner
+            .shared
+            .identity
+            .as_ref()
+            .map(|i| i.cert_pem.as_str())
+    }
+
+    /// Creates a topic by its full name (`persistent://tenant/namespace/topic`) if it does not
+    /// exist, as the REST create call does for GDN streams. Returns whether it was created.
+    pub fn create_topic(&self, full_name: &str) -> bool {
+        let mut st = self.inner.shared.lock();
+        if st.topics.contains_key(full_name) {
+            return false;
+        }
+        st.topic(full_name);
+        true
+    }
+
+    /// Answers the next `k` REST calls with HTTP `status` and a GDN error body
+    /// (`{"error":true,"code","errorMessage","errorNum"}`), to test a client's retries.
+    /// Replaces any earlier count; `k = 0` stops. A status outside 400..=599 is replaced by
+    /// 503. WebSocket upgrades are not affected (see [`refuse_next`](Self::refuse_next)).
+    pub fn fail_rest_next(&self, k: usize, status: u16) {
+        let mut st = self.inner.shared.lock();
+        st.rest_fail_left = k;
+        st.rest_fail_status = if (400..=599).contains(&status) {
+            status
+        } else {
+            503
+        };
+    }
+
     /// The counters.
     pub fn stats(&self) -> ServerStats {
         let c = &self.inner.shared.counters;
@@ -420,6 +667,7 @@ impl LocalServer {
             messages_stored: c.stored.load(Ordering::Relaxed),
             messages_delivered: c.delivered.load(Ordering::Relaxed),
             acks_received: c.acks.load(Ordering::Relaxed),
+            rest_requests: c.rest.load(Ordering::Relaxed),
         }
     }
 
@@ -473,6 +721,16 @@ impl LocalServer {
     }
 }
 
+/// Issues a one-time password: unique among the unused ones.
+fn new_otp(st: &mut State) -> String {
+    loop {
+        let otp = random_token(st.otps.len() as u64);
+        if st.otps.insert(otp.clone()) {
+            return otp;
+        }
+    }
+}
+
 /// A hex token from the standard library's randomly keyed hasher.
 fn random_token(salt: u64) -> String {
     let nanos = SystemTime::now()
@@ -490,10 +748,19 @@ fn random_token(salt: u64) -> String {
     out
 }
 
-async fn accept(listener: &Option<TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
+/// Listens again; if the port cannot be bound yet, tries again in 50 ms (`resume_at`).
+fn relisten(listening: Listening, addr: SocketAddr, resume_at: &mut Option<Instant>) -> Listening {
+    match listening.start(addr) {
+        Ok(l) => {
+            *resume_at = None;
+            tracing::debug!(%addr, "local server listening again");
+            l
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "local server cannot listen again yet; retrying");
+            *resume_at = Some(Instant::now() + Duration::from_millis(50));
+            Listening::Lost
+        }
     }
 }
 
@@ -508,13 +775,12 @@ async fn sleep_until(at: Option<Instant>) {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 async fn accept_loop(
-    listener: TcpListener,
+    mut listening: Listening,
     addr: SocketAddr,
     shared: Arc<Shared>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let mut shutdown = shared.shutdown.subscribe();
-    let mut listener = Some(listener);
     let mut resume_at: Option<Instant> = None;
     let mut conns = JoinSet::new();
     loop {
@@ -523,7 +789,7 @@ async fn accept_loop(
             _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => break,
             cmd = control.recv() => match cmd {
                 Some(Control::Pause(d)) => {
-                    listener = None;
+                    listening = listening.stop(addr);
                     let now = Instant::now();
                     let until = now
                         .checked_add(d)
@@ -531,21 +797,22 @@ async fn accept_loop(
                     resume_at = Some(resume_at.map_or(until, |r| r.max(until)));
                     tracing::debug!(?d, "local server stopped listening");
                 }
+                Some(Control::Stop(ack)) => {
+                    listening = listening.stop(addr);
+                    resume_at = None;
+                    tracing::debug!("local server stopped listening until resumed");
+                    let _ = ack.send(());
+                }
+                Some(Control::Resume(ack)) => {
+                    resume_at = Some(Instant::now());
+                    listening = relisten(listening, addr, &mut resume_at);
+                    let _ = ack.send(());
+                }
                 None => break,
             },
-            _ = sleep_until(resume_at) => match bind(addr) {
-                Ok(l) => {
-                    listener = Some(l);
-                    resume_at = None;
-                    tracing::debug!(%addr, "local server listening again");
-                }
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "local server cannot listen again yet; retrying");
-                    resume_at = Some(Instant::now() + Duration::from_millis(50));
-                }
-            },
+            _ = sleep_until(resume_at) => listening = relisten(listening, addr, &mut resume_at),
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            r = accept(&listener) => match r {
+            r = listening.accept() => match r {
                 Ok((tcp, _peer)) => {
                     let _ = tcp.set_nodelay(true);
                     conns.spawn(conn::serve(tcp, shared.clone()));
@@ -558,7 +825,7 @@ async fn accept_loop(
             },
         }
     }
-    drop(listener);
+    drop(listening);
     shared.shutdown.send_replace(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while conns.join_next().await.is_some() {}

@@ -815,10 +815,14 @@ async fn malformed_frames_get_send_errors_and_the_socket_stays_open() {
 async fn hostile_client_input_never_breaks_the_server() {
     bounded(async {
         let server = LocalServer::start().await.unwrap();
-        // Not HTTP at all, and an HTTP request that is not an upgrade.
-        for junk in [
-            &b"\x00\xff garbage\r\n\r\n"[..],
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        // Not HTTP at all (400, then closed), and a REST call for an unknown path that asks
+        // to close (404, then closed).
+        for (junk, status) in [
+            (&b"\x00\xff garbage\r\n\r\n"[..], "HTTP/1.1 400"),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 404",
+            ),
         ] {
             let mut raw = TcpStream::connect(server.addr()).await.unwrap();
             tokio::io::AsyncWriteExt::write_all(&mut raw, junk)
@@ -831,6 +835,11 @@ async fn hostile_client_input_never_breaks_the_server() {
             )
             .await
             .expect("the server kept a junk connection open");
+            assert!(
+                buf.starts_with(status.as_bytes()),
+                "{}",
+                String::from_utf8_lossy(&buf)
+            );
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let odd = [
