@@ -169,12 +169,13 @@ pub struct ServerConfig {
     max_message_size: usize,
     handshake_timeout: Duration,
     listening: bool,
+    port: u16,
 }
 
 impl Default for ServerConfig {
     /// Open (no credentials required), streams created on first use, TLS on the same port, a
     /// 12 h JWT lifetime, a 100 ms negative-ack delay, a 1 MiB inbound message limit, a 10 s
-    /// handshake timeout, and listening from the start.
+    /// handshake timeout, and listening from the start on a free port.
     fn default() -> Self {
         ServerConfig {
             credentials: auth::Credentials::default(),
@@ -185,6 +186,7 @@ impl Default for ServerConfig {
             max_message_size: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             listening: true,
+            port: 0,
         }
     }
 }
@@ -273,6 +275,13 @@ impl ServerConfig {
     /// Default: `true`.
     pub fn listening(mut self, on: bool) -> Self {
         self.listening = on;
+        self
+    }
+
+    /// The port on `127.0.0.1` to listen on. Default: 0, a free port chosen by the system
+    /// (see [`LocalServer::addr`]); tests should keep it.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
         self
     }
 }
@@ -455,13 +464,14 @@ impl LocalServer {
         Self::start_with(ServerConfig::default()).await
     }
 
-    /// Starts a server with this configuration on `127.0.0.1` and a free port.
+    /// Starts a server with this configuration on `127.0.0.1` and its
+    /// [port](ServerConfig::port) (by default a free one).
     ///
     /// # Errors
     ///
     /// The I/O error if the socket cannot be bound.
     pub async fn start_with(config: ServerConfig) -> io::Result<LocalServer> {
-        let socket = reserve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let socket = reserve(SocketAddr::from((Ipv4Addr::LOCALHOST, config.port)))?;
         let addr = socket.local_addr()?;
         let listening = if config.listening {
             Listening::On(socket.listen(BACKLOG)?)
