@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -255,9 +257,12 @@ impl Transport {
         if let Some(ct) = call.content_type {
             request = request.header(CONTENT_TYPE, ct);
         }
-        if call.method != Method::GET && call.method != Method::DELETE {
-            // Also when empty, so that the request says `Content-Length: 0`.
-            request = request.body(call.body.clone());
+        if call.method == Method::POST {
+            // An empty body still says `content-length: 0` (hyper leaves it out), which some
+            // proxies require of a POST.
+            request = request
+                .header(CONTENT_LENGTH, call.body.len())
+                .body(call.body.clone());
         }
         let transport = |e: reqwest::Error| RestError::Transport {
             request: label.clone(),
