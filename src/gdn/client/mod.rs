@@ -50,7 +50,7 @@
 //!   statuses are returned at once as a typed [`RestError`].
 //!
 //! Secrets (the API key, password, JWT and one-time passwords) are kept as
-//! [`Secret`](crate::Secret)s: they appear in no `Debug` output, error or log line.
+//! [`Secret`]s: they appear in no `Debug` output, error or log line.
 
 mod auth;
 mod error;
