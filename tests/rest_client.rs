@@ -14,6 +14,7 @@ use stream_websocket::gdn::{
     Auth, Client, ConsumerOptions, InitialPosition, ProducerOptions, RestError, Scope,
 };
 use stream_websocket::testkit::{LocalServer, ServerConfig};
+use stream_websocket::tungstenite::handshake::derive_accept_key;
 use stream_websocket::{Error, Publish, ReconnectConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -226,6 +227,22 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             log.push(req.clone());
             nth
         };
+        if req
+            .header("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        {
+            // A socket: accept it, then hold it open until the client goes away.
+            let key = req.header("sec-websocket-key").unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                 connection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+                derive_accept_key(key.as_bytes())
+            );
+            if s.write_all(head.as_bytes()).await.is_ok() {
+                while let Ok(1..) = s.read(&mut chunk).await {}
+            }
+            return;
+        }
         let r = handler(&req, nth);
         if let Some(d) = r.delay {
             tokio::time::sleep(d).await;
@@ -319,6 +336,14 @@ fn stream_list() -> Reply {
 }
 
 const STREAMS: &str = "/_fabric/_system/_api/streams";
+
+/// The status and GDN's error fields of a status error.
+fn assert_gdn_error(e: &RestError, status: u16, num: i64, message: &str) {
+    let api = e.api_error().unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(api.status, status);
+    assert_eq!(api.error_num, Some(num));
+    assert_eq!(api.error_message.as_deref(), Some(message));
+}
 
 /// The whole text of an error and its sources.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -515,12 +540,8 @@ async fn a_second_401_is_returned_not_retried() {
     let e = bounded(client.list_streams(Scope::Global))
         .await
         .unwrap_err();
-    let RestError::Unauthorized(api) = &e else {
-        panic!("{e:?}")
-    };
-    assert_eq!(api.status, 401);
-    assert_eq!(api.error_num, Some(11));
-    assert_eq!(api.error_message.as_deref(), Some("not authorized"));
+    assert!(matches!(e, RestError::Unauthorized(_)), "{e:?}");
+    assert_gdn_error(&e, 401, 11, "not authorized");
     assert_eq!(
         mock.count("POST", "/_open/auth"),
         2,
@@ -597,13 +618,12 @@ async fn server_errors_are_retried_then_typed_with_gdn_fields() {
     let e = bounded(client.create_stream("orders", Scope::Global))
         .await
         .unwrap_err();
-    let RestError::Server(api) = &e else {
-        panic!("{e:?}")
-    };
-    assert_eq!(api.status, 503);
-    assert_eq!(api.error_num, Some(21));
-    assert_eq!(api.error_message.as_deref(), Some("cluster busy"));
-    assert_eq!(api.request, format!("POST {STREAMS}/orders"));
+    assert!(matches!(e, RestError::Server(_)), "{e:?}");
+    assert_gdn_error(&e, 503, 21, "cluster busy");
+    assert_eq!(
+        e.api_error().unwrap().request,
+        format!("POST {STREAMS}/orders")
+    );
     assert_eq!(
         e.to_string(),
         format!(
@@ -625,38 +645,34 @@ async fn refusals_are_typed_and_not_retried() {
     })
     .await;
     let client = api_key_client(&mock);
-    bounded(async {
-        let e = client
-            .stream_exists("orders", Scope::Global)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, RestError::NotFound(_)), "{e:?}");
-        assert_eq!(e.error_num(), Some(1228));
-        let e = client
-            .delete_stream("orders", Scope::Global)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, RestError::NotFound(_)), "{e:?}");
-        let e = client
-            .create_stream("forbidden", Scope::Global)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, RestError::Forbidden(_)), "{e:?}");
-        let e = client
-            .create_stream("exists", Scope::Global)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, RestError::Conflict(_)), "{e:?}");
-        assert_eq!(e.error_num(), Some(581));
-        let e = client
-            .create_stream("busy", Scope::Global)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, RestError::Status(_)), "{e:?}");
-        assert_eq!(e.status(), Some(412));
-        assert!(!e.is_retryable());
+    let g = Scope::Global;
+    let outcomes = bounded(async {
+        [
+            (client.stream_exists("orders", g).await.map(drop), 404, 1228),
+            (client.delete_stream("orders", g).await, 404, 1203),
+            (
+                client.create_stream("forbidden", g).await.map(drop),
+                403,
+                11,
+            ),
+            (client.create_stream("exists", g).await.map(drop), 409, 581),
+            (client.create_stream("busy", g).await.map(drop), 412, 4),
+        ]
     })
     .await;
+    for (result, status, num) in outcomes {
+        let e = result.unwrap_err();
+        let typed = match status {
+            403 => matches!(e, RestError::Forbidden(_)),
+            404 => matches!(e, RestError::NotFound(_)),
+            409 => matches!(e, RestError::Conflict(_)),
+            _ => matches!(e, RestError::Status(_)),
+        };
+        assert!(typed, "{e:?}");
+        assert_eq!(e.status(), Some(status));
+        assert_eq!(e.error_num(), Some(num));
+        assert!(!e.is_retryable());
+    }
     assert_eq!(mock.requests().len(), 5, "one request each");
     // Invalid names never leave the process.
     let e = bounded(client.create_stream("a/b", Scope::Global))
@@ -1032,27 +1048,6 @@ mod tls {
         (ck.cert.pem(), TlsAcceptor::from(Arc::new(config)))
     }
 
-    /// A TLS WebSocket server on 127.0.0.1 that accepts upgrades and then reads until closed.
-    async fn wss_server(acceptor: TlsAcceptor) -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                        return;
-                    };
-                    while let Some(Ok(_)) = ws.next().await {}
-                });
-            }
-        });
-        port
-    }
-
     #[tokio::test]
     async fn an_extra_pem_root_is_trusted_by_rest_and_sockets() {
         let (pem, acceptor) = self_signed();
@@ -1061,11 +1056,12 @@ mod tls {
                 "/apid/otp" => ok(json!({"otp": format!("otp-{nth}")})),
                 _ => reply(404, json!({})),
             },
-            acceptor.clone(),
+            acceptor,
         )
         .await;
-        let ws_port = wss_server(acceptor).await;
-        assert!(mock.url.starts_with("https://127.0.0.1:"));
+        let Some(port) = mock.url.strip_prefix("https://127.0.0.1:") else {
+            panic!("{}", mock.url)
+        };
 
         // Without the root: the certificate is refused.
         let untrusting = Client::builder(&mock.url)
@@ -1086,7 +1082,7 @@ mod tls {
             let client = builder
                 .api_key(API_KEY)
                 .tenant("t1")
-                .socket_server(format!("wss://127.0.0.1:{ws_port}"))
+                .socket_server(format!("wss://127.0.0.1:{port}"))
                 .retry(fast_retry())
                 .build()
                 .unwrap();
@@ -1105,6 +1101,12 @@ mod tls {
             })
             .await;
         }
+        let path = "/_ws/ws/v2/producer/persistent/t1/c8global._system/c8globals.orders";
+        let upgrades: Vec<_> = mock.to("GET", path).into_iter().map(|r| r.target).collect();
+        assert_eq!(
+            upgrades,
+            [format!("{path}?otp=otp-1"), format!("{path}?otp=otp-3")]
+        );
         std::fs::remove_file(&file).unwrap();
 
         for bad in [
