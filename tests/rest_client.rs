@@ -601,6 +601,33 @@ async fn rate_limits_are_retried() {
     assert_eq!(mock.count("GET", STREAMS), 2);
     assert_eq!(mock.to("GET", STREAMS)[1].query(), Some("global=false"));
 
+    // Retry-After lengthens the wait, up to the policy's maximum delay (300 ms here, not 1 s).
+    let mock = Mock::start(|req, nth| match req.path() {
+        STREAMS if nth == 0 => gdn_error(429, 0, "slow down").header("retry-after", "1"),
+        STREAMS => stream_list(),
+        _ => reply(404, json!({})),
+    })
+    .await;
+    let client = Client::builder(&mock.url)
+        .api_key(API_KEY)
+        .retry(
+            ReconnectConfig::builder()
+                .min_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(300))
+                .max_retries(1)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    bounded(client.list_streams(Scope::Global)).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_millis(950),
+        "{waited:?}"
+    );
+
     // Still limited after the retries: the typed error.
     let mock = Mock::start(|_, _| gdn_error(429, 0, "slow down")).await;
     let e = bounded(api_key_client(&mock).list_streams(Scope::Global))

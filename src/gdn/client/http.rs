@@ -217,8 +217,12 @@ impl Transport {
                 return Err(error);
             };
             // The crate's schedule starts with an immediate retry, which suits a dropped socket
-            // but not a server that just said it is busy: wait at least the minimum.
-            let mut delay = delay.max(backoff.min_delay());
+            // but not a server that just said it is busy: the first retry waits the minimum.
+            let mut delay = if delay.is_zero() {
+                backoff.min_delay()
+            } else {
+                delay
+            };
             if let Some(after) = error.api_error().and_then(|a| a.retry_after) {
                 delay = delay.max(after.min(self.retry.backoff().max_delay()));
             }

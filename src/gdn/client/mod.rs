@@ -46,7 +46,7 @@
 //!   which gives `wss://127.0.0.1:<port>`); `ws://` when the REST base is `http://`.
 //!   [`ClientBuilder::socket_server`] sets it instead. Looked up once.
 //! * **Retries.** 429, 5xx and transport errors are retried with the crate's backoff (default:
-//!   3 retries after about 250 ms, 500 ms and 1 s; see [`ClientBuilder::retry`]); other
+//!   3 retries after about 0.5 s, 0.5 s and 1 s; see [`ClientBuilder::retry`]); other
 //!   statuses are returned at once as a typed [`RestError`].
 //!
 //! Secrets (the API key, password, JWT and one-time passwords) are kept as
@@ -236,10 +236,10 @@ impl ClientBuilder {
 
     /// The backoff for retrying 429, 5xx and transport errors: the policy's minimum and maximum
     /// delay, growth factor, retry cap and jitter are used (its other settings are for
-    /// streams). The first retry waits the minimum delay (a stream's first reconnect is
+    /// streams). The first retry waits the minimum delay (where a stream's first reconnect is
     /// immediate); a `Retry-After` header (in seconds) lengthens a wait, up to the maximum delay.
-    /// Default: at most 3 retries, a 250 ms minimum, growth 2, a 5 s maximum and equal jitter
-    /// (waits of about 250 ms, 250 ms and 500 ms).
+    /// Default: at most 3 retries, a 500 ms minimum, growth 2, a 5 s maximum and ±20 % jitter
+    /// (waits of about 0.5 s, 0.5 s and 1 s).
     ///
     /// A request that may have reached the server (a timeout, a reset connection) is repeated
     /// only if it is idempotent: every call but [`Client::publish`].
@@ -369,11 +369,11 @@ impl ClientBuilder {
 /// The REST retry policy used unless [`ClientBuilder::retry`] sets one.
 fn default_retry() -> ReconnectConfig {
     ReconnectConfig::builder()
-        .min_delay(Duration::from_millis(250))
+        .min_delay(Duration::from_millis(500))
         .max_delay(Duration::from_secs(5))
         .grow_factor(2.0)
         .max_retries(3)
-        .jitter(Jitter::Equal)
+        .jitter(Jitter::Proportional(0.2))
         .build()
         .expect("the default REST retry policy is valid")
 }
