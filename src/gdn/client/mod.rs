@@ -77,7 +77,7 @@ use crate::gdn::{
     Auth, Consumer, ConsumerConfig, ConsumerOptions, Endpoint, Producer, ProducerConfig,
     ProducerOptions, Topic, DEFAULT_FABRIC,
 };
-use crate::{boxed, BoxConnect, ConnectOptions, Secret};
+use crate::{boxed, redact_url, BoxConnect, ConnectOptions, Secret};
 
 /// How long one REST request may take, reply body included, by default: 30 s.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -188,7 +188,8 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("base_url", &self.base_url)
+            // Not checked yet: it might hold a password, which `build` refuses.
+            .field("base_url", &redact_url(&self.base_url))
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(Credentials::kind),
@@ -978,6 +979,8 @@ mod tests {
             .api_key("t.k.SECRET-KEY")
             .build()
             .unwrap();
+        let builder = Client::builder("https://user:hunter2@h").api_key("k");
+        assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
         let debug = format!("{client:?}");
         assert!(!debug.contains("SECRET-KEY"), "{debug}");
         assert!(
