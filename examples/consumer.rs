@@ -91,6 +91,7 @@ impl Identity {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    common::init_logging();
     common::exit_code(run(Cli::parse()).await)
 }
 

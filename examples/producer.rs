@@ -35,6 +35,7 @@ struct Cli {
 // printer subscribed right after `Producer::with_config` sees the first open too.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    common::init_logging();
     common::exit_code(run(Cli::parse()).await)
 }
 

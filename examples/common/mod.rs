@@ -83,6 +83,16 @@ impl Common {
     }
 }
 
+/// Sends the crate's tracing output to stderr, filtered by `RUST_LOG` (e.g.
+/// `RUST_LOG=stream_websocket=debug`); nothing is logged when it is unset. The crate never logs
+/// a key, password, JWT or one-time password, at any level.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Prints every lifecycle event on stderr, one `event: ...` line each. The task ends once the
 /// client is dropped and every event was printed: await it before printing a last line that must
 /// come after them.

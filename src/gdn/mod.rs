@@ -17,3 +17,13 @@ pub use producer::{
     DEFAULT_MAX_PENDING,
 };
 pub use url::*;
+
+#[cfg(feature = "rest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rest")))]
+pub mod client;
+#[cfg(feature = "rest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rest")))]
+pub use client::{
+    ApiError, Client, ClientBuilder, Datacenter, RestError, Scope, StreamInfo,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
