@@ -1,8 +1,10 @@
-//! The crate's main job, offline: a producer and a consumer on a GDN stream served by the
-//! embedded local server, while the server misbehaves every couple of seconds for about 15 s
-//! (connections dropped, dropped between storing and confirming, handshakes refused, a stall that
-//! only keepalive can detect, a pause in listening). Ends with a summary and exits 0 only if
-//! nothing was lost and nothing was delivered twice.
+//! The crate's main job, offline: the whole GDN flow against the embedded local server, over
+//! TLS. Log in with an email and password (a JWT), find the tenant, create the stream, then run
+//! a producer and a consumer whose every connection authenticates with a fresh one-time
+//! password, while the server misbehaves every couple of seconds for about 15 s (connections
+//! dropped, dropped between storing and confirming, handshakes refused, a stall that only
+//! keepalive can detect, a pause in listening). Ends with a summary and exits 0 only if nothing
+//! was lost and nothing was delivered twice.
 //!
 //! The drops between storing and confirming make the server store some messages twice (the
 //! producer sends again what it saw no confirmation for); the summary counts those copies from
@@ -22,8 +24,7 @@ use stream_websocket::Listen;
 
 use futures::StreamExt;
 use stream_websocket::gdn::{
-    Auth, Consumer, ConsumerOptions, Endpoint, Producer, ProducerConfig, ProducerOptions,
-    SubscriptionType, Topic,
+    Client, ConsumerOptions, Producer, ProducerConfig, ProducerOptions, Scope, SubscriptionType,
 };
 use stream_websocket::{Publish, ReconnectConfig};
 use stream_websocket_testkit::{LocalServer, ServerConfig};
@@ -31,17 +32,41 @@ use tokio::time::{sleep, Instant};
 
 const RUN_FOR: Duration = Duration::from_secs(15);
 const PUBLISH_EVERY: Duration = Duration::from_millis(4);
-const API_KEY: &str = "demo-key";
+const EMAIL: &str = "demo@example.com";
+const PASSWORD: &str = "demo-password";
+const STREAM: &str = "orders";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = LocalServer::start_with(ServerConfig::default().api_key(API_KEY)).await?;
-    let topic = Topic::gdn("demo", "_system", "orders", false)?;
+    // A GDN stand-in that knows one user and, like GDN, wants streams created before use.
+    let server = LocalServer::start_with(
+        ServerConfig::default()
+            .user(EMAIL, PASSWORD)
+            .auto_create_streams(false),
+    )
+    .await?;
+    let certificate = server.certificate_pem().ok_or("the server has no TLS")?;
     println!(
-        "local GDN stream server on {}; stream {}",
-        server.ws_url(),
-        topic.full_name()
+        "local GDN on {} (REST and streams, TLS)",
+        server.https_url()
     );
+
+    // The REST half: log in, find the tenant, create the stream.
+    let client = Client::builder(server.https_url())
+        .login(EMAIL, PASSWORD)
+        .add_root_certificate_pem(certificate.as_bytes())
+        .build()?;
+    let tenant = client.tenant().await?;
+    let created = client
+        .create_stream_if_missing(STREAM, Scope::Local)
+        .await?;
+    let topic = client.topic(STREAM, Scope::Local).await?;
+    println!(
+        "logged in as {EMAIL} (tenant {tenant}); stream {} {}",
+        topic.full_name(),
+        if created { "created" } else { "exists" }
+    );
+    println!("every connection below authenticates with a fresh one-time password");
 
     // Short timers so the demo shows several recoveries in 15 s; defaults are seconds.
     let reconnect = ReconnectConfig::builder()
@@ -53,14 +78,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     // Subscribe first: a new subscription starts at the latest message.
-    let consumer_endpoint = Endpoint::consumer(
-        &server.ws_url(),
-        &topic,
-        ConsumerOptions::new("demo-audit").subscription_type(SubscriptionType::Exclusive),
-    )?
-    .with_auth(Auth::api_key(API_KEY));
-    let mut consumer =
-        Consumer::with_config(move || consumer_endpoint.connect(), reconnect.clone());
+    let options = ConsumerOptions::new("demo-audit").subscription_type(SubscriptionType::Exclusive);
+    let mut consumer = client
+        .consumer_with_config(STREAM, Scope::Local, options, reconnect.clone())
+        .await?;
     let mut consumer_opened = consumer.on_open();
     let received = Arc::new(AtomicU64::new(0));
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -93,13 +114,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Drive the consumer until it is subscribed.
     consumer_opened.recv().await?;
 
-    let producer_endpoint =
-        Endpoint::producer(&server.ws_url(), &topic, ProducerOptions::default())?
-            .with_auth(Auth::api_key(API_KEY));
-    let producer = Producer::with_config(
-        move || producer_endpoint.connect(),
-        ProducerConfig::new(reconnect),
-    );
+    let producer = client
+        .producer_with_config(
+            STREAM,
+            Scope::Local,
+            ProducerOptions::default(),
+            ProducerConfig::new(reconnect),
+        )
+        .await?;
 
     let start = Instant::now();
     let mut faults_done = 0;
@@ -141,6 +163,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = stop.send(());
     let (payloads, deliveries, consumer_stats) = consumer_task.await?;
     let stored = server.stored(&topic.full_name());
+    let server_stats = server.stats();
     server.shutdown().await;
 
     let lost = (0..published)
@@ -172,6 +195,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(1);
     }
     println!("\nnothing lost, nothing delivered twice.");
+    println!(
+        "{} connections were opened, each with its own one-time password ({} REST calls in all: \
+         login, tenant, stream, data center and the passwords).",
+        server_stats.connections_accepted, server_stats.rest_requests
+    );
     println!(
         "The server stored {extra_stored} extra copies: messages stored just before a drop and \
          sent again\nbecause their confirmation never arrived. The consumer recognised {} by \
