@@ -15,6 +15,21 @@
 //! copy whose idempotency key it already handed over, and this program keeps its own set of the
 //! keys (or, for messages without one, the message ids) it printed, so that it never counts a
 //! message twice even with `--no-dedup`. `duplicates` counts the copies dropped by either.
+//!
+//! Through GDN's REST API, as the producer (see its documentation for every flag): log in by
+//! email (each connection, reconnects included, then authenticates with a fresh one-time
+//! password), discover the tenant (no `--tenant`), create the stream if missing and trust a
+//! local server's certificate:
+//!
+//! ```text
+//! C8_EMAIL=me@example.com C8_PASSWORD=... cargo run --example consumer -- \
+//!     --server wss://127.0.0.1:8080 --ca-file cert.pem --create-stream --stream orders \
+//!     --subscription audit --initial-position earliest --count 100
+//! ```
+//!
+//! `--email`/`--password` (env `C8_EMAIL`/`C8_PASSWORD`), `--create-stream`, `--ca-file PEM`
+//! and a missing `--tenant` use REST at `--rest-url` (default: `--server` with `http(s)` for
+//! `ws(s)`); otherwise nothing changes: a direct socket with the `--api-key` header.
 
 mod common;
 
@@ -24,10 +39,10 @@ use std::time::Duration;
 use stream_websocket::Listen;
 
 use clap::{Parser, ValueEnum};
+use common::{Failure, Role};
 use futures::StreamExt;
 use stream_websocket::gdn::{
-    Consumer, ConsumerConfig, ConsumerOptions, Endpoint, InitialPosition, SubscriptionType,
-    IDEMPOTENCY_KEY,
+    Consumer, ConsumerConfig, ConsumerOptions, InitialPosition, SubscriptionType, IDEMPOTENCY_KEY,
 };
 use stream_websocket::{ConsumerMessage, MessageId};
 
@@ -95,13 +110,12 @@ async fn main() -> ExitCode {
     common::exit_code(run(Cli::parse()).await)
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, stream_websocket::Error> {
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let mut options = ConsumerOptions::new(&cli.subscription).subscription_type(cli.kind);
     if let Some(position) = cli.initial_position {
         options = options.initial_position(position.into());
     }
-    let endpoint = Endpoint::consumer(&cli.common.server, &cli.common.topic()?, options)?
-        .with_auth(cli.common.auth());
+    let endpoint = cli.common.endpoint(Role::Consumer(options)).await?;
     let config = ConsumerConfig::new(cli.common.reconnect_config()?).dedup(!cli.no_dedup);
     let mut consumer = Consumer::with_config(move || endpoint.connect(), config);
     let printer = common::print_events(consumer.events());
@@ -151,7 +165,7 @@ async fn run(cli: Cli) -> Result<ExitCode, stream_websocket::Error> {
         stats.reconnects
     );
     match failure {
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
         None if cli.count.is_none_or(|n| distinct.len() >= n) => Ok(ExitCode::SUCCESS),
         None => Ok(ExitCode::FAILURE),
     }

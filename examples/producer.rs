@@ -7,6 +7,29 @@
 //! With `--count N` it publishes `<prefix>0` … `<prefix>N-1`, waits for every confirmation and
 //! prints `{"sent":N,"confirmed":N,"failed":F,"reconnects":R}` on stdout (exit 0 only if all were
 //! confirmed). Without it, it publishes one message a second until Ctrl-C.
+//!
+//! Through GDN's REST API: log in by email (each socket connection then authenticates with a
+//! fresh one-time password), discover the tenant, create the stream if missing, and trust a
+//! local server's certificate (e.g. `gdn-local --cert-out cert.pem`):
+//!
+//! ```text
+//! C8_PASSWORD=... cargo run --example producer -- --server wss://127.0.0.1:8080 \
+//!     --email me@example.com --ca-file cert.pem --create-stream --stream orders --count 100
+//! ```
+//!
+//! | flag | |
+//! |---|---|
+//! | `--email`, `--password` | log in (env `C8_EMAIL`, `C8_PASSWORD`); sockets use one-time passwords |
+//! | `--api-key` | an API key instead (env `C8_API_KEY`); sockets send it as a header |
+//! | `--tenant` | optional: without it the tenant is discovered over REST |
+//! | `--create-stream` | create the stream over REST if it does not exist |
+//! | `--ca-file PEM` | trust these roots too, for REST and wss |
+//! | `--rest-url URL` | the REST base; default: `--server` with `http(s)` for `ws(s)` |
+//!
+//! With `--tenant` and none of `--email`, `--create-stream`, `--ca-file`, no REST call is made.
+//! `--namespace` (plain Pulsar) needs `--tenant` and refuses the REST flags. A fatal error is
+//! one `fatal: ...` line on stderr (with `HTTP <status>` when a server refused) and exit status
+//! 2. No password, key, JWT or one-time password is printed, even with `RUST_LOG=trace`.
 
 mod common;
 
@@ -15,7 +38,8 @@ use std::time::Duration;
 use stream_websocket::Listen;
 
 use clap::Parser;
-use stream_websocket::gdn::{Endpoint, Producer, ProducerConfig, ProducerError, ProducerOptions};
+use common::{Failure, Role};
+use stream_websocket::gdn::{Producer, ProducerConfig, ProducerError, ProducerOptions};
 use stream_websocket::Publish;
 
 /// Publish messages to a stream.
@@ -39,13 +63,11 @@ async fn main() -> ExitCode {
     common::exit_code(run(Cli::parse()).await)
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, stream_websocket::Error> {
-    let endpoint = Endpoint::producer(
-        &cli.common.server,
-        &cli.common.topic()?,
-        ProducerOptions::default(),
-    )?
-    .with_auth(cli.common.auth());
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let endpoint = cli
+        .common
+        .endpoint(Role::Producer(ProducerOptions::default()))
+        .await?;
     let config = ProducerConfig::new(cli.common.reconnect_config()?);
     let producer = Producer::with_config(move || endpoint.connect(), config);
     common::print_events(producer.events());
@@ -94,7 +116,7 @@ async fn run(cli: Cli) -> Result<ExitCode, stream_websocket::Error> {
         stats.confirmed, stats.reconnects
     );
     match fatal {
-        Some(ProducerError::Stopped(e)) => Err(e),
+        Some(ProducerError::Stopped(e)) => Err(e.into()),
         _ if stats.confirmed == sent => Ok(ExitCode::SUCCESS),
         _ => Ok(ExitCode::FAILURE),
     }

@@ -1,8 +1,8 @@
 //! The `producer` and `consumer` command-line examples against the embedded server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stream_websocket_testkit::{LocalServer, ServerConfig};
 
@@ -54,11 +54,15 @@ fn build_examples() -> PathBuf {
 }
 
 fn common(server: &LocalServer) -> Vec<String> {
-    [
-        "--server",
-        &server.ws_url(),
-        "--tenant",
-        "acme",
+    strings(&["--server", &server.ws_url(), "--tenant", "acme"])
+        .into_iter()
+        .chain(knobs())
+        .collect()
+}
+
+/// The stream and quick reconnect and keepalive settings, for every run against a server.
+fn knobs() -> Vec<String> {
+    strings(&[
         "--stream",
         "orders",
         "--min-delay-ms",
@@ -69,10 +73,20 @@ fn common(server: &LocalServer) -> Vec<String> {
         "500",
         "--pong-timeout-ms",
         "1000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ])
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits until `done` holds, for at most 30 s.
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn start() -> LocalServer {
@@ -115,9 +129,7 @@ async fn producer_and_consumer_exchange_messages() {
     consumer.env("C8_API_KEY", KEY);
     let consumer = tokio::spawn(run(consumer));
     // Let the consumer subscribe (a new subscription starts at the latest message).
-    while server.stats().connections_open == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the consumer", || server.stats().connections_open > 0).await;
 
     let mut producer = Command::new(dir.join("producer"));
     producer
@@ -228,9 +240,7 @@ async fn ctrl_c_closes_the_consumer_cleanly_with_a_summary() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = consumer.spawn().unwrap();
-    while server.stats().connections_open == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the consumer", || server.stats().connections_open > 0).await;
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -273,12 +283,7 @@ async fn publish_with_stored_duplicates(server: &LocalServer, n: usize) -> Vec<S
     assert!(out.status.success(), "producer failed: {stderr}");
     // Consumer connections must not drop: every copy is delivered once, in order.
     server.drop_after_frames(None);
-    let topic = stream_websocket::gdn::Topic::gdn("acme", "_system", "orders", false).unwrap();
-    server
-        .stored(&topic.full_name())
-        .iter()
-        .map(|p| String::from_utf8(p.to_vec()).unwrap())
-        .collect()
+    stored(server, "acme")
 }
 
 /// How many stored copies repeat an earlier one before the first copy of the `n`-th distinct
@@ -358,4 +363,288 @@ async fn the_consumer_counts_each_message_once_when_the_server_stored_duplicates
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_dedup_the_consumer_still_counts_each_message_once() {
     consume_stored_duplicates(&["--no-dedup"]).await;
+}
+
+const EMAIL: &str = "cli@example.com";
+/// The tenant of [`EMAIL`]: `@` becomes `_`.
+const EMAIL_TENANT: &str = "cli_example.com";
+const PASSWORD: &str = "cli-Pa55word";
+
+/// A file under the temporary directory with a name no other test or run uses, removed on
+/// drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(contents: &str) -> TempFile {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "stream-websocket-cli-{}-{nanos}-{n}.pem",
+            std::process::id()
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A command for an example with none of the credentials or log settings of the environment
+/// this test runs in.
+fn example(name: &str) -> Command {
+    let mut cmd = Command::new(examples().join(name));
+    for var in ["C8_API_KEY", "C8_EMAIL", "C8_PASSWORD", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// The GDN stream `orders` of `tenant` as the server names it.
+fn stored(server: &LocalServer, tenant: &str) -> Vec<String> {
+    let topic = stream_websocket::gdn::Topic::gdn(tenant, "_system", "orders", false).unwrap();
+    server
+        .stored(&topic.full_name())
+        .iter()
+        .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        .collect()
+}
+
+/// Fails if `output` shows the password, a JWT (every JWT starts with `eyJ`, base64 of `{"`)
+/// or a one-time password (`otp=` with a value that is not `REDACTED`).
+fn assert_no_secrets(output: &str) {
+    assert!(!output.contains(PASSWORD), "the password leaked: {output}");
+    assert!(!output.contains("eyJ"), "a JWT leaked: {output}");
+    for (at, _) in output.match_indices("otp=") {
+        assert!(
+            output[at + 4..].starts_with("REDACTED"),
+            "a one-time password leaked: {output}"
+        );
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The whole GDN flow of issue 14 over TLS: log in by email, discover the tenant, create the
+/// stream, trust the server's certificate from a file; every socket connection authenticates
+/// with a fresh one-time password, reconnects included. Run at `RUST_LOG=trace`, no output
+/// shows the password, a JWT or a one-time password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_login_over_tls_creates_the_stream_and_uses_a_fresh_otp_per_connection() {
+    const N: usize = 10;
+    // Streams are not created by connecting: only --create-stream makes the upgrades succeed.
+    let server = LocalServer::start_with(
+        ServerConfig::default()
+            .user(EMAIL, PASSWORD)
+            .auto_create_streams(false),
+    )
+    .await
+    .unwrap();
+    let ca = TempFile::new(server.certificate_pem().unwrap());
+    let login = |name: &str| {
+        let mut cmd = example(name);
+        cmd.args(["--server", &server.wss_url(), "--email", EMAIL])
+            .arg("--ca-file")
+            .arg(ca.path())
+            .arg("--create-stream")
+            .args(knobs())
+            .env("RUST_LOG", "trace");
+        cmd
+    };
+
+    let mut consumer = login("consumer");
+    consumer
+        .args(["--subscription", "audit", "--count", &(2 * N).to_string()])
+        .env("C8_PASSWORD", PASSWORD);
+    let consumer = tokio::spawn(run(consumer));
+    wait_for("the consumer", || server.stats().connections_open > 0).await;
+    let produce = |prefix: &str| {
+        let mut producer = login("producer");
+        producer.args([
+            "--password",
+            PASSWORD,
+            "--count",
+            &N.to_string(),
+            "--prefix",
+            prefix,
+        ]);
+        run(producer)
+    };
+    let first = produce("a-").await;
+
+    // The consumer's one-time password is spent: its reconnect must fetch a new one, the only
+    // REST call it makes after starting.
+    let before = server.stats();
+    server.drop_all();
+    wait_for("the consumer's reconnect", || {
+        server.stats().connections_accepted > before.connections_accepted
+    })
+    .await;
+    assert!(
+        server.stats().rest_requests > before.rest_requests,
+        "no one-time password fetched for the reconnect"
+    );
+    let second = produce("b-").await;
+
+    let received = consumer.await.unwrap();
+    let mut want: Vec<String> = (0..N).map(|i| format!("a-{i}")).collect();
+    want.extend((0..N).map(|i| format!("b-{i}")));
+    for out in [&first, &second] {
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "producer failed: {stderr}");
+        assert!(stdout.starts_with(&format!(r#"{{"sent":{N},"confirmed":{N},"failed":0,"#)));
+        assert_no_secrets(&stdout);
+        assert_no_secrets(&stderr);
+    }
+    let (stdout, stderr) = (text(&received.stdout), text(&received.stderr));
+    assert!(received.status.success(), "consumer failed: {stderr}");
+    let mut lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    lines.sort();
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "each message once");
+    // The summary: every message, and the reconnect after the drop.
+    let summary = stderr.lines().last().unwrap();
+    assert!(
+        summary.starts_with(&format!(r#"{{"received":{}"#, 2 * N)),
+        "{summary}"
+    );
+    assert!(!summary.ends_with(r#""reconnects":0}"#), "{summary}");
+    assert_no_secrets(&stdout);
+    assert_no_secrets(&stderr);
+    // The trace was on, and showed both of the consumer's upgrades with a one-time password.
+    assert!(stderr.contains("TRACE"), "{stderr}");
+    assert!(stderr.matches("otp=REDACTED").count() >= 2, "{stderr}");
+
+    assert_eq!(stored(&server, EMAIL_TENANT), want);
+    assert_eq!(
+        server.stats().handshakes_refused,
+        0,
+        "a spent OTP was reused"
+    );
+    // An upgrade without credentials is refused, so every accepted one had a valid OTP.
+    let bare = tokio_tungstenite::connect_async(format!(
+        "{}/_ws/ws/v2/consumer/persistent/{EMAIL_TENANT}/c8global._system/c8globals.orders/x",
+        server.ws_url()
+    ))
+    .await;
+    assert!(
+        matches!(&bare, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401),
+        "{bare:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_exits_2_with_one_line_naming_the_401() {
+    let server = LocalServer::start_with(ServerConfig::default().user(EMAIL, PASSWORD))
+        .await
+        .unwrap();
+    let mut producer = example("producer");
+    producer
+        .args(["--server", &server.ws_url(), "--email", EMAIL])
+        .args(knobs())
+        .args(["--count", "1"])
+        .env("C8_PASSWORD", "not-the-Pa55word");
+    let out = run(producer).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("fatal: HTTP 401: "), "{stderr}");
+    assert!(stderr.contains("/_open/auth"), "{stderr}");
+    assert!(!stderr.contains("not-the-Pa55word"), "{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(server.stats().connections_accepted, 0);
+    server.shutdown().await;
+}
+
+/// Plain Pulsar has no GDN REST API: the flags that need it are refused before any network
+/// use, in one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_flags_with_a_pulsar_namespace_exit_2_with_a_clear_message() {
+    let tenant: &[&str] = &["--tenant", "acme"];
+    let cases: [(&[&str], &[&str], &str); 3] = [
+        (
+            &["--email", EMAIL, "--password", PASSWORD],
+            tenant,
+            "--email",
+        ),
+        (
+            &["--create-stream", "--api-key", KEY],
+            tenant,
+            "--create-stream",
+        ),
+        (&[], &[], "--namespace needs --tenant"),
+    ];
+    for (flags, tenant, named) in cases {
+        for (name, own) in [
+            ("producer", &[][..]),
+            ("consumer", &["--subscription", "s"][..]),
+        ] {
+            let mut cmd = example(name);
+            cmd.args(["--server", "ws://127.0.0.1:9", "--stream", "orders"])
+                .args(["--namespace", "default"])
+                .args(tenant)
+                .args(own)
+                .args(flags);
+            let out = run(cmd).await;
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name} {flags:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(stderr.starts_with("fatal: "), "{stderr}");
+            assert!(stderr.contains(named), "{stderr}");
+            assert!(stderr.contains("--namespace"), "{stderr}");
+            assert_no_secrets(&stderr);
+        }
+    }
+}
+
+/// With an API key and no --tenant the tenant is discovered over REST (the key's, by jsc8's
+/// rule on this server: `_mm` for a key of fewer than three parts) and the stream created, but
+/// the sockets keep the key in their header: no one-time password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_without_tenant_discovers_it_and_keeps_the_key_on_sockets() {
+    let server = LocalServer::start_with(
+        ServerConfig::default()
+            .api_key(KEY)
+            .auto_create_streams(false),
+    )
+    .await
+    .unwrap();
+    let mut producer = example("producer");
+    producer
+        .args(["--server", &server.ws_url(), "--create-stream"])
+        .args(knobs())
+        .args(["--count", "3", "--prefix", "k-"])
+        .env("C8_API_KEY", KEY)
+        .env("RUST_LOG", "stream_websocket=debug");
+    let out = run(producer).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with(r#"{"sent":3,"confirmed":3,"#),
+        "{stdout}"
+    );
+    assert!(stderr.contains("opening WebSocket"), "{stderr}");
+    assert!(!stderr.contains("otp="), "{stderr}");
+    assert!(!stderr.contains(KEY), "the key leaked: {stderr}");
+    assert_eq!(stored(&server, "_mm"), ["k-0", "k-1", "k-2"]);
+    assert!(
+        server.stats().rest_requests >= 2,
+        "tenant and stream over REST"
+    );
+    server.shutdown().await;
 }
