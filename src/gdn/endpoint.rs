@@ -162,7 +162,7 @@ impl Endpoint {
         }
         // Everything above is validated or encoded; this only guards against a mistake here.
         if http::Uri::try_from(url.as_str()).is_err() {
-            return Err(UrlError::InvalidServer(redact_server(server)));
+            return Err(UrlError::InvalidServer(redact_url(server).into_owned()));
         }
         Ok(Endpoint {
             url,
@@ -292,7 +292,7 @@ impl fmt::Debug for Endpoint {
 
 /// Checks `ws[s]://host[:port][/]` and returns it without the trailing `/`, scheme lowercased.
 fn parse_server(server: &str) -> Result<String, UrlError> {
-    let invalid = || UrlError::InvalidServer(redact_server(server));
+    let invalid = || UrlError::InvalidServer(redact_url(server).into_owned());
     let (scheme, rest) = server.split_once("://").ok_or_else(invalid)?;
     let scheme = if scheme.eq_ignore_ascii_case("ws") {
         "ws"
@@ -347,20 +347,6 @@ fn valid_authority(authority: &str) -> bool {
         }
     };
     host_ok && port_ok
-}
-
-/// The server text for an error message: secret query values, passwords and any user-info part
-/// (which might be a key) replaced by `REDACTED`.
-fn redact_server(server: &str) -> String {
-    let mut s = redact_url(server).into_owned();
-    let start = s.find("://").map_or(0, |i| i + 3);
-    let end = s[start..]
-        .find(['/', '?', '#'])
-        .map_or(s.len(), |i| start + i);
-    if let Some(at) = s[start..end].rfind('@') {
-        s.replace_range(start..start + at, "REDACTED");
-    }
-    s
 }
 
 #[cfg(test)]
