@@ -60,12 +60,12 @@ const MASK: &str = "REDACTED";
 /// );
 /// ```
 pub fn redact_url(url: &str) -> Cow<'_, str> {
-    let shaped = then(mask_userinfo(url), mask_pairs);
+    let shaped = mask_text(url);
     if let Ok(mut parsed) = Url::parse(&shaped) {
         return match redact_parsed(&mut parsed) {
             // The text pass again, for what the parser's encoding turned into a user-info or a
             // pair elsewhere (in a path, say), so that redacting the result changes nothing.
-            Some(redacted) => Cow::Owned(then(mask_userinfo(&redacted), mask_pairs).into_owned()),
+            Some(redacted) => Cow::Owned(mask_text(&redacted).into_owned()),
             None => shaped,
         };
     }
@@ -73,9 +73,14 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
     // if it ever does, the parser redacts the original.
     if let Ok(mut parsed) = Url::parse(url) {
         let redacted = redact_parsed(&mut parsed).unwrap_or_else(|| parsed.into());
-        return Cow::Owned(then(mask_userinfo(&redacted), mask_pairs).into_owned());
+        return Cow::Owned(mask_text(&redacted).into_owned());
     }
     shaped
+}
+
+/// The text pass: user-info after `://` and secret `name=value` pairs, wherever they are.
+fn mask_text(text: &str) -> Cow<'_, str> {
+    then(mask_userinfo(text), mask_pairs)
 }
 
 /// The user-info, query and fragment of a parsed URL, redacted: `None` if none held a secret.
@@ -286,7 +291,8 @@ fn mask_json_members(text: &str) -> Cow<'_, str> {
         }
         let value_start = text.len() - after_colon.trim_start().len();
         let value = json_value_range(text, value_start);
-        from = value.end.max(from);
+        // Past a string value's closing quote, so that the next quote found opens a string.
+        from = value.end + usize::from(text[value.end..].starts_with('"'));
         let shown = &text[value.clone()];
         if !value.is_empty() && shown != MASK && shown != "null" {
             ranges.push(value);
@@ -368,7 +374,7 @@ pub fn redact_header<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
             offset += segment.len() + 1;
             let raw = &segment[segment.find('=')? + 1..];
             let cookie = raw.trim();
-            let begin = start + (segment.len() - raw.len()) + (raw.len() - raw.trim_start().len());
+            let begin = start + segment.len() - raw.trim_start().len();
             (!cookie.is_empty() && cookie != MASK).then_some(begin..begin + cookie.len())
         });
         mask_ranges(value, ranges)
@@ -607,6 +613,10 @@ mod tests {
             r#"{"secret": REDACTED, "jwt" : REDACTED, "x":"#
         );
         assert_eq!(
+            redact_json(r#"{"otp":"o1","password":"p1","n":"#),
+            r#"{"otp":"REDACTED","password":"REDACTED","n":"#
+        );
+        assert_eq!(
             redact_json(r#"[{"p\u0061ssword":"p1\"x","otp":null,"#),
             r#"[{"p\u0061ssword":"REDACTED","otp":null,"#
         );
@@ -739,6 +749,37 @@ mod tests {
             }
             if user.is_none() && query.iter().chain(&fragment).all(|((_, _, s), _)| !s) {
                 prop_assert!(matches!(out, Cow::Borrowed(_)), "{}", url);
+            }
+        }
+
+        #[test]
+        fn json_loses_every_secret_even_cut_short(
+            members in proptest::collection::vec(
+                (param(), any::<bool>(), any::<bool>()),
+                0..6,
+            ),
+        ) {
+            // Secret members hold strings, numbers or objects; some are nested one level down.
+            let mut doc = serde_json::Map::new();
+            for ((name, value, secret), nest, number) in &members {
+                let name = url::form_urlencoded::parse(name.as_bytes())
+                    .next()
+                    .map_or(String::new(), |(n, _)| n.into_owned());
+                let value = match (secret, number) {
+                    (true, true) => serde_json::json!({ "v": value, "n": 3 }),
+                    _ => Value::String(value.clone()),
+                };
+                let member = serde_json::json!({ name.clone(): value });
+                if *nest {
+                    doc.insert(format!("m{}", doc.len()), member);
+                } else if let Value::Object(m) = member {
+                    doc.extend(m);
+                }
+            }
+            let text = Value::Object(doc).to_string();
+            for end in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+                let out = redact_json(&text[..end]);
+                prop_assert!(!out.contains("S3CR3T"), "{} -> {}", &text[..end], out);
             }
         }
 
