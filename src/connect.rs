@@ -26,7 +26,7 @@ pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// let stream = ReconnectingStream::new(move || connect(url.clone()));
 /// ```
 ///
-/// The URL is logged (at debug level) with one-time passwords, tokens and passwords redacted.
+/// The URL is logged (at debug level) with its credentials redacted ([`redact_url`]).
 /// A request with headers (e.g. `Authorization`) can be passed instead of a URL; headers are never
 /// logged.
 ///

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite;
 
 use crate::config::ConfigError;
-use crate::redact::redact_url;
+use crate::redact::{redact_json, redact_url};
 
 /// Whether an error is retried (with backoff) or ends the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,8 @@ pub enum Error {
     Http {
         /// The HTTP status code.
         status: u16,
-        /// The start of the response body, if it had one (the server's reason).
+        /// The start of the response body, if it had one (the server's reason), with secrets
+        /// redacted by [`redact_json`].
         body: Option<String>,
     },
     /// One connection attempt took longer than the connect timeout. Retried.
@@ -315,7 +316,7 @@ impl From<tungstenite::Error> for Error {
                 let status = resp.status().as_u16();
                 let body = resp.body().as_ref().map(|b| {
                     let end = b.len().min(MAX_BODY);
-                    redact_url(String::from_utf8_lossy(&b[..end]).trim()).into_owned()
+                    redact_json(String::from_utf8_lossy(&b[..end]).trim()).into_owned()
                 });
                 Error::Http { status, body }
             }
@@ -466,6 +467,33 @@ mod tests {
             })
             .into();
         assert!(!cap.is_retryable());
+    }
+
+    #[test]
+    fn http_bodies_are_redacted() {
+        let body = |text: &str| -> Option<String> {
+            let resp = http::Response::builder()
+                .status(401)
+                .body(Some(text.as_bytes().to_vec()))
+                .unwrap();
+            match tungstenite::Error::Http(Box::new(resp)).into() {
+                Error::Http { body, .. } => body,
+                e => panic!("expected Error::Http, got {e:?}"),
+            }
+        };
+        assert_eq!(
+            body(r#"{"error":true,"otp":"s3cr3t"}"#).as_deref(),
+            Some(r#"{"error":true,"otp":"REDACTED"}"#)
+        );
+        let long = format!(r#"{{"code":401,"jwt":"s3cr3t{}"}}"#, "x".repeat(MAX_BODY));
+        assert_eq!(
+            body(&long).as_deref(),
+            Some(r#"{"code":401,"jwt":"REDACTED"#)
+        );
+        assert_eq!(
+            body("invalid token=s3cr3t").as_deref(),
+            Some("invalid token=REDACTED")
+        );
     }
 
     #[test]

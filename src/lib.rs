@@ -89,7 +89,7 @@ pub use event::{
     CloseEvent, Event, GaveUpEvent, Listen, Listener, ListenerError, Listeners, OpenEvent,
     ReconnectingEvent,
 };
-pub use redact::{redact_url, Secret, SECRET_QUERY_KEYS};
+pub use redact::{redact_header, redact_json, redact_url, Secret, SECRET_QUERY_KEYS};
 pub use stream::{boxed, BoxConnect, Connect, ReconnectingStream, StreamStats, Transport};
 
 /// The traits a user of the crate needs in scope: `use stream_websocket::prelude::*;`.

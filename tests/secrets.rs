@@ -48,6 +48,18 @@ impl Capture {
     }
 }
 
+/// Captures everything logged on this thread (at every level) until the guard is dropped.
+fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    (capture, tracing::subscriber::set_default(subscriber))
+}
+
 /// A server that accepts only `Authorization: apikey <API_KEY>`, answers 401 otherwise (echoing
 /// nothing of the request), and drops each accepted connection after one message.
 async fn server() -> (String, Arc<AtomicUsize>) {
@@ -106,14 +118,7 @@ fn record_events(capture: &Capture, events: &mut stream_websocket::Listener<Even
 
 #[tokio::test]
 async fn no_secret_reaches_logs_errors_or_debug_output() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_logs();
 
     tokio::time::timeout(Duration::from_secs(30), async {
         let (server, accepted) = server().await;
@@ -228,5 +233,47 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+    }
+}
+
+/// Credentials the old hand-written redaction missed: a percent-encoded or differently written
+/// name, a `;` separator, a user name that is the key itself, and secrets in a server address
+/// refused by `Endpoint`.
+#[tokio::test]
+async fn encoded_names_semicolons_and_user_names_are_redacted() {
+    let (capture, _guard) = capture_logs();
+
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    for url in [
+        format!("ws://{API_KEY}@{addr}/ws?a=1;o%74p={OTP_PREFIX}1"),
+        format!("ws://{addr}/ws?x=1&Access%5FToken={URL_TOKEN}&apiKey={API_KEY}"),
+    ] {
+        let err = stream_websocket::connect(url).await.unwrap_err();
+        capture.push(format!("{err:?} {}", chain(&err)));
+    }
+    let topic = Topic::gdn("tenant", "_system", "orders", false).unwrap();
+    for server in [
+        format!("wss://{API_KEY}@host"),
+        format!("wss://host/?a=1;o%74p={OTP_PREFIX}2"),
+        format!("wss://host/#access_token={URL_TOKEN}"),
+    ] {
+        let err = Endpoint::producer(&server, &topic, ProducerOptions::default()).unwrap_err();
+        capture.push(format!("{err} {err:?}"));
+    }
+
+    let text = capture.text();
+    for redacted in [
+        "ws://REDACTED@127.0.0.1",
+        ";o%74p=REDACTED",
+        "Access%5FToken=REDACTED&apiKey=REDACTED",
+        "\"wss://REDACTED@host\"",
+        "#access_token=REDACTED",
+    ] {
+        assert!(text.contains(redacted), "{redacted} not in:\n{text}");
+    }
+    for secret in [API_KEY, OTP_PREFIX, URL_TOKEN] {
+        assert!(!text.contains(secret), "secret {secret:?} leaked:\n{text}");
     }
 }
