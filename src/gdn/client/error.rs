@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::gdn::UrlError;
-use crate::redact_url;
+use crate::redact_json;
 
 /// Longest `errorMessage` (or text body) kept in an [`ApiError`], in bytes.
 const MAX_MESSAGE: usize = 256;
@@ -18,7 +18,8 @@ const MAX_MESSAGE: usize = 256;
 /// GDN error bodies look like `{"error":true,"code":404,"errorNum":1203,"errorMessage":"..."}`;
 /// `error_num` and `error_message` are `None` when the body has no such field. A body that is not
 /// JSON gives its first 256 bytes as the message. Messages pass through
-/// [`redact_url`](crate::redact_url) before they are stored.
+/// [`redact_json`](crate::redact_json) (secret members, `name=value` pairs and URLs) before they
+/// are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ApiError {
@@ -60,7 +61,7 @@ impl ApiError {
             request,
             status,
             error_num,
-            error_message: message.map(|m| cut(&redact_url(&m))),
+            error_message: message.map(|m| cut(&redact_json(&m))),
             retry_after,
         }
     }
@@ -272,6 +273,16 @@ mod tests {
         let m = a.error_message.unwrap();
         assert!(m.len() <= MAX_MESSAGE, "{}", m.len());
         assert!(!m.contains("s3cr3t"), "{m}");
+        // A body cut short, or an echo of the request, keeps no secret either.
+        for body in [
+            &br#"{"email":"a@b","password":"hunter2","#[..],
+            b"bad request: password=hunter2&email=a",
+            br#"{"errorMessage":"rejected {\"otp\":\"hunter2\"}"}"#,
+        ] {
+            let a = ApiError::from_reply("POST /_open/auth".into(), 400, body, None);
+            let m = a.error_message.unwrap_or_default();
+            assert!(!m.contains("hunter2"), "{m}");
+        }
         let empty = ApiError::from_reply("GET /y".into(), 500, b"  ", None);
         assert_eq!(empty.error_message, None);
         assert_eq!(empty.to_string(), "GET /y answered HTTP 500");
