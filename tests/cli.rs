@@ -43,6 +43,8 @@ fn build_examples() -> PathBuf {
             "producer",
             "--example",
             "consumer",
+            "--example",
+            "gdn-local",
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
@@ -647,4 +649,111 @@ async fn an_api_key_without_tenant_discovers_it_and_keeps_the_key_on_sockets() {
         "tenant and stream over REST"
     );
     server.shutdown().await;
+}
+
+/// One HTTP/1.1 request over a fresh plain connection; the whole response as text.
+async fn http(addr: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("gdn-local did not answer")
+        .unwrap();
+    text(&out)
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdn_local_prints_its_address_first_writes_the_certificate_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let cert = TempFile(std::env::temp_dir().join(format!(
+        "gdn-local-{}-{}.pem",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )));
+    let key = "acme.key1.GDNLOCALSECRET";
+    let mut child = example("gdn-local")
+        .args([
+            "--port",
+            "0",
+            "--api-key",
+            key,
+            "--user",
+            "a@b.c:GDNLOCALPASSWORD",
+        ])
+        .arg("--cert-out")
+        .arg(&cert.0)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        }),
+    )
+    .await
+    .expect("no first line")
+    .unwrap();
+    let addr = first
+        .strip_prefix("listening on ")
+        .and_then(|a| a.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("first line: {first:?}"))
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:") && addr[10..].parse::<u16>().is_ok_and(|p| p > 0));
+    // The certificate was written before the line was printed.
+    let pem = std::fs::read_to_string(&cert.0).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+
+    let ask = |auth: &str| {
+        format!("GET /_api/user HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let ok = http(&addr, &ask(&format!("Authorization: apikey {key}\r\n"))).await;
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.contains(r#""tenant":"acme""#),
+        "{ok}"
+    );
+    let refused = http(&addr, &ask("")).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("gdn-local did not stop on SIGTERM")
+    .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("GDNLOCALSECRET") && !stderr.contains("GDNLOCALPASSWORD"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn gdn_local_refuses_a_user_without_a_password() {
+    let out = example("gdn-local")
+        .args(["--user", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "gdn-local: --user takes EMAIL:PASSWORD"
+    );
 }
