@@ -182,8 +182,11 @@ async fn a_jwt_the_server_keeps_refusing_is_not_retried_forever() {
     bounded(async {
         let err = client.list_streams(Scope::Global).await.unwrap_err();
         assert!(matches!(err, RestError::Unauthorized(_)), "{err:?}");
-        // Login, refused call, one new login, one refused repeat: then it stops.
-        assert_eq!(server.stats().rest_requests, 4);
+        // Login, refused call, one new login, one refused repeat: then it stops. (The token
+        // claims a one-second `exp` in whole seconds; when the call falls within the client's
+        // renewal margin of it, the client logs in once more before using it: 5.)
+        let requests = server.stats().rest_requests;
+        assert!((4..=5).contains(&requests), "{requests} requests");
         let text = format!("{err} {err:?}");
         assert!(!text.contains(PASSWORD) && !text.contains("eyJ"), "{text}");
     })
