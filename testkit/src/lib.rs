@@ -814,7 +814,6 @@ async fn accept_loop(
                     let _ = ack.send(());
                 }
                 Some(Control::Resume(ack)) => {
-                    resume_at = Some(Instant::now());
                     listening = relisten(listening, addr, &mut resume_at);
                     let _ = ack.send(());
                 }

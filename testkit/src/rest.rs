@@ -289,22 +289,36 @@ fn fabric_info(fabric: &str) -> Value {
     })
 }
 
+/// `global` or `local`, as GDN's namespace and topic prefixes spell the scope.
+fn scope(global: bool) -> &'static str {
+    if global {
+        "global"
+    } else {
+        "local"
+    }
+}
+
 /// `c8globals.x` or `c8locals.x`.
 fn short_name(name: &str, global: bool) -> String {
-    let kind = if global { "global" } else { "local" };
-    format!("c8{kind}s.{name}")
+    format!("c8{}s.{name}", scope(global))
+}
+
+/// The namespace of a fabric's global or local streams: `c8global.f` or `c8local.f`.
+fn namespace(fabric: &str, global: bool) -> String {
+    format!("c8{}.{fabric}", scope(global))
 }
 
 /// The full topic of a GDN stream, as the WebSocket paths name it.
-pub(crate) fn stream_topic(tenant: &str, fabric: &str, name: &str, global: bool) -> String {
-    let kind = if global { "global" } else { "local" };
+fn stream_topic(tenant: &str, fabric: &str, name: &str, global: bool) -> String {
     format!(
-        "persistent://{tenant}/c8{kind}.{fabric}/{}",
+        "persistent://{tenant}/{}/{}",
+        namespace(fabric, global),
         short_name(name, global)
     )
 }
 
 fn list_streams(st: &State, tenant: &str, fabric: &str, global: Option<bool>) -> Value {
+    let (global_ns, local_ns) = (namespace(fabric, true), namespace(fabric, false));
     let mut out: Vec<Value> = st
         .topics
         .keys()
@@ -315,9 +329,9 @@ fn list_streams(st: &State, tenant: &str, fabric: &str, global: Option<bool>) ->
             if t != tenant {
                 return None;
             }
-            let is_global = if ns == format!("c8global.{fabric}") {
+            let is_global = if ns == global_ns {
                 true
-            } else if ns == format!("c8local.{fabric}") {
+            } else if ns == local_ns {
                 false
             } else {
                 return None;
