@@ -15,6 +15,14 @@ pub(super) fn push_encoded(out: &mut String, s: &str) {
     }
 }
 
+/// `s` percent-encoded, as [`push_encoded`] appends it: for one path segment of a REST call.
+#[cfg(feature = "rest")]
+pub(super) fn encoded(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_encoded(&mut out, s);
+    out
+}
+
 /// A query string under construction, parameters in the order pushed.
 #[derive(Debug, Default)]
 pub(super) struct Query(String);

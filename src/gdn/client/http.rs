@@ -1,7 +1,6 @@
 //! One REST request: headers, the reply's status and body, retries with backoff, and the one new
 //! login after a refused token.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +14,7 @@ use tokio::sync::Mutex;
 
 use super::auth::{Credentials, Token};
 use super::error::{ApiError, RestError};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Rng};
 use crate::config::ReconnectConfig;
 use crate::Secret;
 
@@ -211,8 +210,8 @@ impl Transport {
             {
                 return Err(error);
             }
-            let backoff =
-                backoff.get_or_insert_with(|| Backoff::new(*self.retry.backoff(), seed()));
+            let backoff = backoff
+                .get_or_insert_with(|| Backoff::new(*self.retry.backoff(), Rng::entropy_seed()));
             let Some(delay) = backoff.next_delay() else {
                 return Err(error);
             };
@@ -310,16 +309,4 @@ impl Transport {
         }
         Ok(body)
     }
-}
-
-/// A seed for the backoff's jitter that differs between requests and processes.
-fn seed() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
 }

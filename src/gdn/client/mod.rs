@@ -73,6 +73,7 @@ use self::http::{Call, Transport};
 use crate::backoff::Jitter;
 use crate::config::ReconnectConfig;
 use crate::error::Error;
+use crate::gdn::encode::encoded;
 use crate::gdn::{
     Auth, Consumer, ConsumerConfig, ConsumerOptions, Endpoint, Producer, ProducerConfig,
     ProducerOptions, Topic, DEFAULT_FABRIC,
@@ -427,19 +428,6 @@ fn socket_server_for(base: &str, tags_url: &str) -> Option<String> {
     (!authority.is_empty()).then(|| format!("{scheme}://{authority}"))
 }
 
-/// `s` percent-encoded for a path segment: unreserved characters stay, the rest is `%XX`.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A GDN REST client: logs in, discovers the tenant and the socket server, manages streams and
 /// hands out producers and consumers authenticated with one-time passwords. Cheap to clone
 /// (clones share the connection pool, the login and what was discovered).
@@ -674,7 +662,7 @@ impl Client {
     pub async fn create_stream(&self, name: &str, scope: Scope) -> Result<String, RestError> {
         self.check_name(name, scope)?;
         let call =
-            Call::post(format!("{}/{}", self.streams_path(), encode(name))).query(scope.query());
+            Call::post(format!("{}/{}", self.streams_path(), encoded(name))).query(scope.query());
         let reply = self.json(&call).await?;
         Ok(reply
             .pointer("/result/stream-id")
@@ -712,7 +700,11 @@ impl Client {
     /// invalid name.
     pub async fn delete_stream(&self, name: &str, scope: Scope) -> Result<(), RestError> {
         self.check_name(name, scope)?;
-        let path = format!("{}/{}", self.streams_path(), encode(&scope.stream_id(name)));
+        let path = format!(
+            "{}/{}",
+            self.streams_path(),
+            encoded(&scope.stream_id(name))
+        );
         self.inner.transport.execute(&Call::delete(path)).await?;
         Ok(())
     }
@@ -738,7 +730,7 @@ impl Client {
         let path = format!(
             "{}/{}/publish",
             self.streams_path(),
-            encode(&scope.stream_id(name))
+            encoded(&scope.stream_id(name))
         );
         let call = Call::post(path)
             .query(scope.query())
@@ -891,7 +883,7 @@ impl Client {
     }
 
     fn streams_path(&self) -> String {
-        format!("/_fabric/{}/_api/streams", encode(&self.inner.fabric))
+        format!("/_fabric/{}/_api/streams", encoded(&self.inner.fabric))
     }
 
     /// Sends `call` and reads the reply as JSON.
@@ -954,7 +946,7 @@ mod tests {
 
     #[test]
     fn names_are_encoded_and_scoped() {
-        assert_eq!(encode("c8globals.a b/é"), "c8globals.a%20b%2F%C3%A9");
+        assert_eq!(encoded("c8globals.a b/é"), "c8globals.a%20b%2F%C3%A9");
         assert_eq!(Scope::Global.stream_id("x"), "c8globals.x");
         assert_eq!(Scope::Local.stream_id("x"), "c8locals.x");
         assert_eq!(Scope::default(), Scope::Global);
