@@ -17,6 +17,8 @@
 //! - jsc8: `new jsc8({url: 'https://gdn@127.0.0.1:<port>', apiKey: KEY})` with
 //!   `NODE_EXTRA_CA_CERTS` set to it.
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,10 +61,7 @@ fn fail(message: &str) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logging();
     let cli = Cli::parse();
     let mut config = ServerConfig::default()
         .port(cli.port)

@@ -1,4 +1,5 @@
-//! Command-line pieces shared by the `producer` and `consumer` examples.
+//! Command-line pieces shared by the `producer` and `consumer` examples (and, for its logging,
+//! `gdn-local`).
 //!
 //! Two ways to reach a stream:
 //!
