@@ -88,6 +88,10 @@ async fn main() -> ExitCode {
             return fail(&format!("cannot write {}: {e}", path.display()));
         }
     }
+    let stop = match shutdown_signal() {
+        Ok(stop) => stop,
+        Err(e) => return fail(&format!("cannot handle Ctrl-C or SIGTERM: {e}")),
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {}", server.addr());
     let _ = out.flush();
@@ -103,25 +107,32 @@ async fn main() -> ExitCode {
             (k, u) => format!("{k} API key(s), {u} user(s)"),
         }
     );
-    shutdown_signal().await;
+    stop.await;
     server.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
+/// Waits for Ctrl-C, or SIGTERM on Unix. The handlers are installed when this is called, not
+/// when the future is first polled: call it before announcing the server, so that a signal sent
+/// right after the first line stops it cleanly instead of killing it.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return tokio::signal::ctrl_c().await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
+    }
 }
