@@ -115,6 +115,27 @@ async fn run(mut cmd: Command) -> std::process::Output {
     }
 }
 
+/// Sends `signal` (`-INT`, `-TERM`) to a running child, then waits for it to exit, at most 30 s
+/// (`stuck` is the panic message otherwise).
+async fn signal_and_wait(
+    child: std::process::Child,
+    signal: &str,
+    stuck: &str,
+) -> std::process::Output {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect(stuck)
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_and_consumer_exchange_messages() {
     let dir = examples();
@@ -243,18 +264,7 @@ async fn ctrl_c_closes_the_consumer_cleanly_with_a_summary() {
         .stderr(Stdio::piped());
     let child = consumer.spawn().unwrap();
     wait_for("the consumer", || server.stats().connections_open > 0).await;
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("the consumer did not stop on Ctrl-C")
-    .unwrap();
+    let out = signal_and_wait(child, "-INT", "the consumer did not stop on Ctrl-C").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
@@ -726,18 +736,7 @@ async fn gdn_local_prints_its_address_first_writes_the_certificate_and_stops_on_
     let refused = http(&addr, &ask("")).await;
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("gdn-local did not stop on SIGTERM")
-    .unwrap();
+    let out = signal_and_wait(child, "-TERM", "gdn-local did not stop on SIGTERM").await;
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
