@@ -37,6 +37,19 @@ pub trait Codec {
     /// Encodes one outgoing item. Takes a reference because the stream keeps the item until the
     /// connection has flushed it, so it can be written again after a reconnect.
     fn encode(&mut self, item: &Self::Out) -> Message;
+
+    /// Whether this decoded item proves that the connection works: the peer did what the
+    /// application asked of it. When a connection on which the peer sent at least one such item
+    /// ends, the reconnect schedule starts over (the next reconnect goes out within the first
+    /// reconnect window), however short the connection lived; see
+    /// [`ReconnectConfigBuilder::first_reconnect_window`](crate::ReconnectConfigBuilder::first_reconnect_window).
+    ///
+    /// Control frames (pings, pongs) and frames that do not decode never count. The default
+    /// counts every decoded item; [`PulsarCodec`] does not count error answers.
+    fn is_progress(&self, item: &Self::Item) -> bool {
+        let _ = item;
+        true
+    }
 }
 
 /// Passes text and binary messages through unchanged.
@@ -540,6 +553,19 @@ impl Codec for PulsarCodec {
     fn encode(&mut self, item: &Outgoing) -> Message {
         Self::encode_outgoing(item)
     }
+
+    /// A consumer message, a stored-message acknowledgement (the producer's confirmation) and an
+    /// end-of-topic answer count as progress. Error answers do not: a refused publish
+    /// (`send-error`), and any other JSON object with an `error` or `errorMsg` field.
+    fn is_progress(&self, item: &Incoming) -> bool {
+        match item {
+            Incoming::Message(_) | Incoming::EndOfTopic(_) => true,
+            Incoming::Ack(ack) => matches!(ack.result, AckResult::Ok(_)),
+            Incoming::Json(object) => {
+                !(object.contains_key("error") || object.contains_key("errorMsg"))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -551,6 +577,25 @@ mod tests {
             Message::Text(t) => t.as_str().to_string(),
             other => panic!("expected text, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn messages_and_confirmations_are_progress_and_error_answers_are_not() {
+        let codec = PulsarCodec;
+        let progress = |frame: &str| codec.is_progress(&PulsarCodec::decode_text(frame).unwrap());
+        assert!(progress(
+            r#"{"messageId":"CAAQAw==","payload":"aGk=","publishTime":"t"}"#
+        ));
+        assert!(progress(
+            r#"{"result":"ok","messageId":"CAAQAw==","context":"1"}"#
+        ));
+        assert!(progress(r#"{"endOfTopic":false}"#));
+        assert!(progress(r#"{"type":"status","ready":true}"#));
+        assert!(!progress(
+            r#"{"result":"send-error:7","errorMsg":"bad payload","context":"1"}"#
+        ));
+        assert!(!progress(r#"{"errorMsg":"not authorized"}"#));
+        assert!(!progress(r#"{"error":true,"code":401}"#));
     }
 
     #[test]

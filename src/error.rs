@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::ConfigError;
 use crate::redact::{redact_json, redact_url};
@@ -49,13 +50,17 @@ const MAX_BODY: usize = 256;
 pub enum Error {
     /// The server answered the WebSocket handshake with an HTTP error instead of `101`.
     /// Retried for 408, 409, 425, 429 and 5xx; every other status (400, 401, 403, 404, 3xx, …)
-    /// ends the stream.
+    /// ends the stream. On 429 and 503 the stream waits at least `retry_after` (capped by
+    /// `max_delay`) before the next attempt.
     Http {
         /// The HTTP status code.
         status: u16,
         /// The start of the response body, if it had one (the server's reason), with secrets
         /// redacted by [`redact_json`].
         body: Option<String>,
+        /// The response's `Retry-After` header (delay-seconds or an HTTP date, as a wait from
+        /// when the response arrived), if it had a valid one.
+        retry_after: Option<Duration>,
     },
     /// One connection attempt took longer than the connect timeout. Retried.
     ConnectTimeout(Duration),
@@ -83,10 +88,27 @@ pub enum Error {
     /// stream. The text is redacted.
     Url(String),
     /// The peer closed the connection with a Close frame (`code` is `None` for a close without a
-    /// status, 1005). Retried: servers close for restarts and idle timeouts.
+    /// status, 1005), or the connection ended without one (`code` `None`, and a `reason` that
+    /// says so).
+    ///
+    /// Retried, as servers close for restarts and idle timeouts, except for the codes that say
+    /// the client is at fault, where the same client would be closed the same way again:
+    ///
+    /// | code | meaning (RFC 6455, IANA registry) | default | error event |
+    /// |---|---|---|---|
+    /// | 1000 Normal, 1001 Away, none (1005) | closed, going away (restart, idle timeout) | retry | no |
+    /// | 1012 Restart | service restart | retry | no |
+    /// | 1013 Again | try again later (overloaded) | retry, never sooner than `min_delay`, schedule not restarted | yes |
+    /// | 1002 Protocol, 1010 Extension, 1011 Error, 1014 bad gateway | the server or a proxy failed | retry | yes |
+    /// | 1003 Unsupported, 1007 Invalid, 1008 Policy, 1009 Size | the client sent what the server refuses | **stop** | yes |
+    /// | 3000 Unauthorized, 3003 Forbidden (IANA) | as HTTP 401 and 403 | **stop** | yes |
+    /// | other 3000–3999 (IANA), 4000–4999 (the application's own) | | retry | no |
+    ///
+    /// Application codes (4000–4999) mean what your server says they mean: decide with
+    /// [`ReconnectConfigBuilder::classify`](crate::ReconnectConfigBuilder::classify).
     ConnectionClosed {
         /// The close code, if the frame had one.
-        code: Option<u16>,
+        code: Option<CloseCode>,
         /// The close reason (may be empty).
         reason: String,
     },
@@ -117,7 +139,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Http { status, body } => {
+            Error::Http { status, body, .. } => {
                 write!(
                     f,
                     "handshake rejected with HTTP {status}{}",
@@ -138,7 +160,7 @@ impl fmt::Display for Error {
             Error::ConnectionClosed { code, reason } => write!(
                 f,
                 "connection closed by peer (code {}{})",
-                code.map_or_else(|| "none".to_string(), |c| c.to_string()),
+                code.map_or_else(|| "none".to_string(), |c| u16::from(c).to_string()),
                 reason_suffix(reason)
             ),
             Error::Factory(_) => f.write_str("connection factory failed"),
@@ -281,9 +303,12 @@ impl Error {
             | Error::KeepaliveTimeout(_)
             | Error::Io(_)
             | Error::Protocol(_)
-            | Error::ConnectionClosed { .. }
             | Error::Factory(_)
             | Error::Decode(_) => Disposition::Retry,
+            Error::ConnectionClosed { code, .. } => match code.map(u16::from) {
+                Some(1003 | 1007 | 1008 | 1009 | 3000 | 3003) => Disposition::Stop,
+                _ => Disposition::Retry,
+            },
             Error::Capacity(_)
             | Error::Tls(_)
             | Error::Url(_)
@@ -297,6 +322,42 @@ impl Error {
     /// True if [`default_disposition`](Self::default_disposition) retries this error.
     pub fn is_retryable(&self) -> bool {
         self.default_disposition() == Disposition::Retry
+    }
+
+    /// The close code, if the peer closed the connection with one.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            Error::ConnectionClosed { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// Whether a close that is retried still deserves an error event: the server failed (1002,
+    /// 1010, 1011, 1014) or is overloaded (1013). Closes that end the stream always get one.
+    pub(crate) fn is_alarming_close(&self) -> bool {
+        matches!(
+            self.close_code().map(u16::from),
+            Some(1002 | 1010 | 1011 | 1013 | 1014)
+        )
+    }
+
+    /// The least the stream must wait before the next attempt after this error, whatever the
+    /// schedule says: `Retry-After` on a 429 or 503 handshake, `min_delay` after a close 1013
+    /// (Try Again Later). Capped by `max_delay`.
+    pub(crate) fn wait_at_least(&self, min_delay: Duration, max_delay: Duration) -> Duration {
+        let floor = match self {
+            Error::Http {
+                status: 429 | 503,
+                retry_after: Some(after),
+                ..
+            } => *after,
+            Error::ConnectionClosed {
+                code: Some(CloseCode::Again),
+                ..
+            } => min_delay,
+            _ => Duration::ZERO,
+        };
+        floor.min(max_delay)
     }
 }
 
@@ -318,7 +379,16 @@ impl From<tungstenite::Error> for Error {
                     let end = b.len().min(MAX_BODY);
                     redact_json(String::from_utf8_lossy(&b[..end]).trim()).into_owned()
                 });
-                Error::Http { status, body }
+                let retry_after = resp
+                    .headers()
+                    .get(tungstenite::http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| crate::retry_after::parse(v, std::time::SystemTime::now()));
+                Error::Http {
+                    status,
+                    body,
+                    retry_after,
+                }
             }
             W::Url(u) => Error::Url(redact_url(&u.to_string()).into_owned()),
             W::ConnectionClosed | W::AlreadyClosed => Error::ConnectionClosed {
@@ -653,6 +723,7 @@ mod chain_tests {
             last: Box::new(Error::Http {
                 status: 503,
                 body: Some("try later".into()),
+                retry_after: None,
             }),
         };
         assert_eq!(
@@ -677,6 +748,7 @@ mod chain_tests {
         let e = ProducerError::Stopped(Error::Http {
             status: 401,
             body: Some("Failed to authenticate".into()),
+            retry_after: None,
         });
         assert_eq!(
             report(&e),
@@ -740,12 +812,13 @@ mod chain_tests {
             Box::new(Error::Http {
                 status: 401,
                 body: Some("Failed to authenticate".into()),
+                retry_after: None,
             }),
             Box::new(Error::ConnectTimeout(Duration::from_secs(10))),
             Box::new(Error::KeepaliveTimeout(Duration::from_secs(20))),
             Box::new(Error::Url("ws://h/x?otp=REDACTED".into())),
             Box::new(Error::ConnectionClosed {
-                code: Some(1001),
+                code: Some(CloseCode::Away),
                 reason: "going away".into(),
             }),
             Box::new(Error::Closed),
@@ -776,7 +849,8 @@ mod chain_tests {
         assert_eq!(
             Error::Http {
                 status: 401,
-                body: Some("Failed to authenticate".into())
+                body: Some("Failed to authenticate".into()),
+                retry_after: None,
             }
             .to_string(),
             "handshake rejected with HTTP 401: Failed to authenticate"

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::error::Error;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// A connection opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,13 +38,20 @@ pub struct CloseEvent {
     /// The connection that ended (as in [`OpenEvent::connection`]).
     pub connection: u64,
     /// The close code the peer sent, if it sent a Close frame with one.
-    pub code: Option<u16>,
+    pub code: Option<CloseCode>,
     /// The peer's close reason (empty if none).
     pub reason: String,
     /// Whether the stream will try to reconnect.
     pub reconnect: bool,
-    /// What ended it, if it was not a clean close.
+    /// What ended it: the error the classifier
+    /// ([`classify`](crate::ReconnectConfigBuilder::classify)) was given, for a clean close
+    /// [`Error::ConnectionClosed`] with the peer's code and reason. `None` only when the user
+    /// ended it with `reconnect()`.
     pub error: Option<Error>,
+    /// Whether the peer sent something that counts as progress on this connection (see
+    /// [`Codec::is_progress`](crate::Codec::is_progress)), which restarts the reconnect
+    /// schedule.
+    pub progress: bool,
 }
 
 /// A reconnect attempt is scheduled.

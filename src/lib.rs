@@ -73,6 +73,7 @@ pub mod error;
 pub mod event;
 pub mod gdn;
 mod redact;
+mod retry_after;
 mod stream;
 
 pub use backoff::{Backoff, Jitter, MinDelay};
@@ -91,6 +92,7 @@ pub use event::{
 };
 pub use redact::{redact_header, redact_json, redact_url, Secret, SECRET_QUERY_KEYS};
 pub use stream::{boxed, BoxConnect, Connect, ReconnectingStream, StreamStats, Transport};
+pub use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// The traits a user of the crate needs in scope: `use stream_websocket::prelude::*;`.
 pub mod prelude {

@@ -300,8 +300,10 @@ impl<F: Connect> ReconnectingStream<F, PulsarCodec> {
 impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
     /// A stream with this configuration and codec.
     pub fn with_codec(factory: F, config: ReconnectConfig, codec: C) -> Self {
-        let seed = config.seed.unwrap_or_else(Rng::entropy_seed);
-        let backoff = Backoff::new(config.backoff, seed);
+        let backoff = match config.seed {
+            Some(seed) => Backoff::new(config.backoff, seed),
+            None => Backoff::new(config.backoff, Rng::entropy_seed()).with_shared_spread(),
+        };
         let wakers = Arc::new(WakerPair::default());
         let proxy = Waker::from(wakers.clone());
         ReconnectingStream {
@@ -631,7 +633,10 @@ struct Conn<T> {
     /// Something was written since the last completed flush.
     needs_flush: bool,
     /// The peer's Close frame, once received: (code, reason).
-    close_frame: Option<(Option<u16>, String)>,
+    close_frame: Option<(Option<CloseCode>, String)>,
+    /// The peer sent something the codec counts as progress (see `Codec::is_progress`): when
+    /// the connection ends, the reconnect schedule starts over.
+    progress: bool,
     /// Messages the stream side read one at a time since keepalive and the queue were last
     /// serviced. It reads so only while this is below `read_ahead`, so that keepalive is
     /// checked at least that often. (The sink side needs no such count: `start_send` only
@@ -1287,6 +1292,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 keepalive,
                 needs_flush: false,
                 close_frame: None,
+                progress: false,
                 direct_reads: 0,
                 flushed: 0,
             },
@@ -1318,40 +1324,46 @@ impl<F: Connect, C: Codec> Core<F, C> {
         cx.waker().wake_by_ref();
         self.retire(&conn);
         let (code, reason) = conn.close_frame.clone().unwrap_or((None, String::new()));
-        let (error, cause) = match lost {
+        let (failed, cause) = match lost {
             Lost::Clean => (
-                None,
+                false,
                 Error::ConnectionClosed {
                     code,
                     reason: reason.clone(),
                 },
             ),
-            Lost::Error(e) => (Some(e.clone()), e),
+            Lost::Error(e) => (true, e),
         };
-        match &error {
-            Some(e) => {
-                tracing::warn!(connection = conn.number, error = %Chain(e), "connection lost")
-            }
-            None => tracing::info!(connection = conn.number, ?code, "connection closed by peer"),
+        if failed {
+            tracing::warn!(connection = conn.number, error = %Chain(&cause), "connection lost");
+        } else {
+            tracing::info!(connection = conn.number, ?code, "connection closed by peer");
         }
         self.release_unflushed();
-        if conn.opened_at.elapsed() >= self.config.min_uptime {
-            self.backoff.reset();
-        }
-        if let Some(e) = &error {
-            self.events.emit(Event::Error(e.clone()));
+        // Reset on evidence: a connection the peer made progress on starts the schedule over,
+        // however short it lived (unless the server asked for time with 1013); one that proved
+        // nothing must have stayed up for `min_uptime`.
+        let uptime = conn.opened_at.elapsed();
+        let try_later = cause.close_code() == Some(CloseCode::Again);
+        if (conn.progress && !try_later) || uptime >= self.config.min_uptime {
+            self.backoff.restart(uptime);
         }
         let plan = if closing {
             Plan::Closed
         } else {
-            self.plan(cause)
+            self.plan(cause.clone())
         };
+        // A failure is an error event; so is a close that ends the stream or should alarm.
+        if failed || matches!(plan, Plan::Stop(_)) || cause.is_alarming_close() {
+            self.events.emit(Event::Error(cause.clone()));
+        }
         self.events.emit(Event::Close(CloseEvent {
             connection: conn.number,
             code,
             reason,
             reconnect: matches!(plan, Plan::Retry(_)),
-            error,
+            error: Some(cause),
+            progress: conn.progress,
         }));
         drop(conn);
         self.follow(plan, cx)
@@ -1384,7 +1396,10 @@ impl<F: Connect, C: Codec> Core<F, C> {
             return Plan::Stop(cause);
         }
         match self.backoff.next_delay() {
-            Some(delay) => Plan::Retry(delay),
+            Some(delay) => {
+                let max = self.config.backoff.max_delay;
+                Plan::Retry(delay.max(cause.wait_at_least(self.backoff.min_delay(), max)))
+            }
             None => Plan::GiveUp {
                 attempts: self.backoff.retries(),
                 cause,
@@ -1476,6 +1491,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
                 reason: String::new(),
                 reconnect: true,
                 error: None,
+                progress: conn.progress,
             }));
         }
         self.backoff.reset();
@@ -1596,7 +1612,12 @@ fn read_next<T: Transport, C: Codec>(
         if matches!(msg, Message::Text(_) | Message::Binary(_)) {
             let len = msg.len();
             match codec.decode(msg) {
-                Ok(item) => return Poll::Ready(Ok((item, len))),
+                Ok(item) => {
+                    if !conn.progress {
+                        conn.progress = codec.is_progress(&item);
+                    }
+                    return Poll::Ready(Ok((item, len)));
+                }
                 Err(e) => undecodable(events, e),
             }
         } else if let Message::Pong(_) = msg {
@@ -1646,7 +1667,7 @@ fn control_frame<T: Transport>(
         return None;
     };
     conn.close_frame = Some(match frame {
-        Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_string()),
+        Some(f) => (Some(f.code), f.reason.as_str().to_string()),
         None => (None, String::new()),
     });
     // The peer is done: send tungstenite's queued Close reply if it goes out now, and end the

@@ -102,6 +102,7 @@ async fn every_jitter_works_with_a_maximal_delay() {
         let config = ReconnectConfig::builder()
             .min_delay(Duration::MAX)
             .max_delay(Duration::MAX)
+            .first_reconnect_window(Duration::ZERO)
             .jitter(jitter)
             .seed(seed)
             .build()

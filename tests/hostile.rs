@@ -40,9 +40,12 @@ use tokio::task::JoinHandle;
 /// it by accident); the tests about it set their own.
 fn base() -> ReconnectConfigBuilder {
     support::trace_init();
+    // An immediate first reconnect, so that schedules are exact; the spread first reconnect has
+    // tests of its own (tests/reconnect.rs, tests/fleet.rs).
     ReconnectConfig::builder()
         .min_delay(ms(10))
         .max_delay(ms(50))
+        .first_reconnect_window(Duration::ZERO)
         .seed(3)
         .connect_timeout(ms(2000))
         .no_keepalive()
@@ -614,8 +617,22 @@ async fn close_with(n: usize, tcp: TcpStream, frame: Option<CloseFrame>) {
     read_until_gone(&mut ws).await;
 }
 
-/// A clean close with `code`: reported on the close event, no error, reconnected.
-async fn clean_close_is_reconnected(code: CloseCode, reason: &'static str) {
+/// The close event of a clean close carries the code and reason, and the error the classifier
+/// was given: `ConnectionClosed` with the same code and reason.
+fn assert_clean_close(close: &CloseEvent, code: Option<CloseCode>, reason: &str) {
+    assert_eq!(close.code, code, "{close:?}");
+    assert_eq!(close.reason, reason, "{close:?}");
+    match &close.error {
+        Some(Error::ConnectionClosed { code: c, reason: r }) => {
+            assert_eq!((*c, r.as_str()), (code, reason), "{close:?}")
+        }
+        other => panic!("a close event carries the classified error, got {other:?}"),
+    }
+}
+
+/// A clean close with `code`: reported on the close event and reconnected. `alarm`: whether it
+/// is also an error event (the server failed), rather than a quiet close (restart, idle).
+async fn clean_close_is_reconnected(code: CloseCode, reason: &'static str, alarm: bool) {
     let (close, errors) = bounded(reconnects_after_first(move |n, tcp| {
         close_with(
             n,
@@ -627,44 +644,95 @@ async fn clean_close_is_reconnected(code: CloseCode, reason: &'static str) {
         )
     }))
     .await;
-    assert_eq!(close.code, Some(u16::from(code)));
-    assert_eq!(close.reason, reason);
-    assert!(
-        close.error.is_none(),
-        "a Close frame is a clean close: {close:?}"
-    );
-    assert!(
-        errors.is_empty(),
-        "a clean close is not an error: {errors:?}"
-    );
+    assert_clean_close(&close, Some(code), reason);
+    if alarm {
+        assert_eq!(errors.len(), 1, "{code}: {errors:?}");
+        assert_eq!(errors[0].close_code(), Some(code), "{errors:?}");
+    } else {
+        assert!(errors.is_empty(), "{code} is not an error: {errors:?}");
+    }
 }
 
 #[tokio::test]
 async fn close_1000_is_reported_and_reconnected() {
-    clean_close_is_reconnected(CloseCode::Normal, "bye").await;
+    clean_close_is_reconnected(CloseCode::Normal, "bye", false).await;
 }
 
 #[tokio::test]
 async fn close_1001_is_reported_and_reconnected() {
-    clean_close_is_reconnected(CloseCode::Away, "idle timeout").await;
+    clean_close_is_reconnected(CloseCode::Away, "idle timeout", false).await;
 }
 
 #[tokio::test]
-async fn close_1009_is_reported_and_reconnected() {
-    clean_close_is_reconnected(CloseCode::Size, "frame too big").await;
+async fn close_1012_is_reported_and_reconnected() {
+    clean_close_is_reconnected(CloseCode::Restart, "restarting", false).await;
 }
 
 #[tokio::test]
-async fn close_1011_is_reported_and_reconnected() {
-    clean_close_is_reconnected(CloseCode::Error, "server error").await;
+async fn close_1011_is_reconnected_with_an_error_event() {
+    clean_close_is_reconnected(CloseCode::Error, "server error", true).await;
+}
+
+#[tokio::test]
+async fn an_application_close_code_is_reconnected_quietly() {
+    clean_close_is_reconnected(CloseCode::Library(4100), "rebalancing", false).await;
+}
+
+/// A close that says the client is at fault ends the stream: one attempt, the close error
+/// yielded and on the error listeners, a close event that does not reconnect.
+async fn client_fault_close_ends_the_stream(code: CloseCode) {
+    bounded(async {
+        let (listener, url) = bind().await;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let server = serve(listener, &accepted, move |n, tcp| {
+            let frame = CloseFrame {
+                code,
+                reason: "refused".into(),
+            };
+            close_with(n, tcp, Some(frame))
+        });
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let mut stream = client(url, base().build().unwrap(), &attempts);
+        let mut errors = stream.on_error();
+        let mut closes = stream.on_close();
+
+        assert_eq!(payload(stream.next().await), "c1");
+        match stream.next().await {
+            Some(Err(e)) => assert_eq!(e.close_code(), Some(code), "{e:?}"),
+            other => panic!("{code}: expected the close error, got {other:?}"),
+        }
+        assert!(stream.next().await.is_none());
+        let closes = drain(&mut closes);
+        assert_eq!(closes.len(), 1, "{closes:?}");
+        assert_clean_close(&closes[0], Some(code), "refused");
+        assert!(!closes[0].reconnect, "{closes:?}");
+        let errors = drain(&mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].close_code(), Some(code));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "{code}: not retried");
+        assert_accepted(&accepted, 1).await;
+        server.abort();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn close_1008_policy_violation_ends_the_stream() {
+    client_fault_close_ends_the_stream(CloseCode::Policy).await;
+}
+
+#[tokio::test]
+async fn closes_1003_1007_1009_end_the_stream() {
+    for code in [CloseCode::Unsupported, CloseCode::Invalid, CloseCode::Size] {
+        client_fault_close_ends_the_stream(code).await;
+    }
 }
 
 #[tokio::test]
 async fn a_close_without_status_reports_no_code_and_reconnects() {
     let (close, errors) = bounded(reconnects_after_first(|n, tcp| close_with(n, tcp, None))).await;
-    assert_eq!(close.code, None, "1005: no status was sent");
-    assert_eq!(close.reason, "");
-    assert!(close.error.is_none(), "{close:?}");
+    // 1005: no status was sent.
+    assert_clean_close(&close, None, "");
     assert!(errors.is_empty(), "{errors:?}");
 }
 
@@ -689,16 +757,16 @@ async fn an_abrupt_drop_1006_is_an_error_and_reconnects() {
 }
 
 /// A raw Close frame with a code that is illegal on the wire: tungstenite answers it with 1002
-/// "Protocol violation" and reports that code; the stream reconnects.
+/// "Protocol violation" and reports that code; the stream reconnects, with an error event (a
+/// server that breaks the protocol deserves an alarm).
 async fn illegal_close_code_is_reconnected(code: u16) {
     let (close, errors) = bounded(reconnects_after_first(move |n, tcp| {
         raw_connection_then(n, tcp, raw_close(code, "illegal"))
     }))
     .await;
-    assert_eq!(close.code, Some(1002), "code {code}: {close:?}");
-    assert_eq!(close.reason, "Protocol violation");
-    assert!(close.error.is_none(), "code {code}: {close:?}");
-    assert!(errors.is_empty(), "code {code}: {errors:?}");
+    assert_clean_close(&close, Some(CloseCode::Protocol), "Protocol violation");
+    assert_eq!(errors.len(), 1, "code {code}: {errors:?}");
+    assert_eq!(errors[0].close_code(), Some(CloseCode::Protocol));
 }
 
 #[tokio::test]
@@ -725,12 +793,8 @@ async fn a_legal_raw_close_code_is_reported_as_sent() {
         raw_connection_then(n, tcp, raw_close(4000, "application"))
     }))
     .await;
-    assert_eq!(close.code, Some(4000));
-    assert_eq!(close.reason, "application");
-    assert!(
-        close.error.is_none() && errors.is_empty(),
-        "{close:?} {errors:?}"
-    );
+    assert_clean_close(&close, Some(CloseCode::Library(4000)), "application");
+    assert!(errors.is_empty(), "{close:?} {errors:?}");
 }
 
 #[tokio::test]
@@ -747,7 +811,7 @@ async fn a_close_frame_without_tcp_close_is_still_reconnected() {
         std::future::pending::<()>().await;
     }))
     .await;
-    assert_eq!(close.code, Some(1000));
+    assert_eq!(close.code, Some(CloseCode::Normal));
     assert!(errors.is_empty(), "{errors:?}");
 }
 
@@ -783,10 +847,10 @@ async fn with_keepalive_a_close_frame_without_tcp_close_is_eventually_replaced()
         assert_eq!(payload(stream.next().await), "c2");
         let closes = drain(&mut closes);
         assert_eq!(closes.len(), 1, "{closes:?}");
-        assert_eq!(closes[0].code, Some(1000), "{closes:?}");
+        assert_eq!(closes[0].code, Some(CloseCode::Normal), "{closes:?}");
         assert!(closes[0].reconnect);
         // The peer's Close ends the connection cleanly: nothing is written after it.
-        assert!(closes[0].error.is_none(), "{closes:?}");
+        assert_clean_close(&closes[0], Some(CloseCode::Normal), "done");
         assert_accepted(&accepted, 2).await;
         server.abort();
     })
@@ -849,7 +913,7 @@ async fn an_item_sent_after_the_peers_close_keeps_the_close_clean() {
 
         let closes = drain(&mut closes);
         assert_eq!(closes.len(), 1, "{closes:?}");
-        assert_eq!(closes[0].code, Some(1000));
+        assert_eq!(closes[0].code, Some(CloseCode::Normal));
         let errors = drain(&mut errors);
         // Nothing is lost either way: the item goes out on the second connection.
         for _ in 0..200 {
@@ -862,7 +926,11 @@ async fn an_item_sent_after_the_peers_close_keeps_the_close_clean() {
         assert_eq!(received.len(), 1, "{received:?}");
         assert_eq!(received[0].0, 2);
         // The close was clean.
-        assert!(closes[0].error.is_none(), "a clean close: {:?}", closes[0]);
+        assert!(
+            matches!(closes[0].error, Some(Error::ConnectionClosed { .. })),
+            "a clean close: {:?}",
+            closes[0]
+        );
         assert!(errors.is_empty(), "no error for a clean close: {errors:?}");
         server.abort();
     })
@@ -910,7 +978,9 @@ async fn rejection_ends_the_stream(status: u16) {
         let mut opens = stream.on_open();
 
         match stream.next().await {
-            Some(Err(Error::Http { status: got, body })) => {
+            Some(Err(Error::Http {
+                status: got, body, ..
+            })) => {
                 assert_eq!(got, status);
                 let body = body.unwrap_or_default();
                 assert!(body.contains("rejected with"), "{status}: body {body:?}");

@@ -11,7 +11,7 @@ use stream_websocket::Listen;
 
 use futures::{future, FutureExt, Sink, SinkExt, Stream, StreamExt};
 use stream_websocket::tungstenite::{self, Message};
-use stream_websocket::{RawCodec, ReconnectConfig, ReconnectingStream};
+use stream_websocket::{Error, RawCodec, ReconnectConfig, ReconnectingStream};
 use support::{bounded, drain};
 
 /// One scripted connection, shared by the transport and the test.
@@ -197,7 +197,10 @@ async fn items_unflushed_when_the_peer_closes_go_out_on_the_next_connection() {
         assert_delivered(&second, &["y"]);
         let closes = drain(&mut closes);
         assert_eq!(closes.len(), 1, "{closes:?}");
-        assert!(closes[0].error.is_none(), "a clean close: {closes:?}");
+        assert!(
+            matches!(closes[0].error, Some(Error::ConnectionClosed { .. })),
+            "a clean close: {closes:?}"
+        );
     })
     .await;
 }

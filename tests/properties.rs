@@ -39,6 +39,7 @@ prop_compose! {
         factor in 1.0f64..4.0,
         max_retries in proptest::option::of(0u32..40),
         jitter in jitter(),
+        window_ms in prop_oneof![Just(0u64), 1u64..2_000],
         seed in any::<u64>(),
     ) -> (ReconnectConfig, u64) {
         // Sometimes no maximum at all: `Duration::MAX` must saturate, never overflow.
@@ -48,6 +49,7 @@ prop_compose! {
             .max_delay(max)
             .grow_factor(factor)
             .jitter(jitter)
+            .first_reconnect_window(Duration::from_millis(window_ms))
             .seed(seed);
         if let Some(m) = max_retries {
             b = b.max_retries(m);
@@ -63,6 +65,8 @@ proptest! {
         let mut b = Backoff::new(p, seed);
         let min = b.min_delay();
         let max = p.max_delay();
+        let window = b.first_window();
+        prop_assert_eq!(window, p.first_reconnect_window().min(min), "the window is at most min");
         let mut delays = Vec::new();
         while let Some(d) = b.next_delay() {
             delays.push(d);
@@ -80,7 +84,7 @@ proptest! {
             prop_assert!(*d <= max, "delay {:?} above max {:?}", d, max);
             let n = i + 1;
             if n == 1 {
-                prop_assert_eq!(*d, Duration::ZERO, "first reconnect must be immediate");
+                prop_assert!(*d <= window, "first reconnect {:?} beyond its window {:?}", d, window);
             } else if p.jitter() == Jitter::None {
                 let exact = min.as_secs_f64() * p.grow_factor().powi(n as i32 - 2);
                 let want = exact.min(max.as_secs_f64());
@@ -93,10 +97,13 @@ proptest! {
                 }
             }
         }
-        // After a reset (a stable connection) the schedule starts over.
-        b.reset();
+        // After a restart (a connection that made progress, or a stable one) the schedule
+        // starts over, within an eighth of the connection's uptime.
+        b.restart(Duration::from_millis(80));
+        prop_assert_eq!(b.retries(), 0);
         if p.max_retries() != Some(0) {
-            prop_assert_eq!(b.next_delay(), Some(Duration::ZERO));
+            let first = b.next_delay().unwrap();
+            prop_assert!(first <= window.min(Duration::from_millis(10)), "{:?}", first);
         }
     }
 }
@@ -176,8 +183,10 @@ fn predict(steps: &[Step], config: &ReconnectConfig, seed: u64) -> Prediction {
                 });
                 p.messages
                     .extend((0..frames).map(|i| format!("c{connection}-m{i}")));
-                if Duration::from_millis(uptime_ms) >= MIN_UPTIME {
-                    backoff.reset();
+                // Reset on evidence: a message is progress; without one, the uptime must do.
+                let uptime = Duration::from_millis(uptime_ms);
+                if frames > 0 || uptime >= MIN_UPTIME {
+                    backoff.restart(uptime);
                 }
                 let next = backoff.next_delay();
                 p.events.push(Ev::Close {
@@ -373,6 +382,7 @@ proptest! {
             .max_delay(config.backoff().max_delay())
             .grow_factor(config.backoff().grow_factor())
             .jitter(config.backoff().jitter())
+            .first_reconnect_window(config.backoff().first_reconnect_window())
             .seed(seed)
             .connect_timeout(CONNECT_TIMEOUT)
             .min_uptime(MIN_UPTIME)

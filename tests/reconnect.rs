@@ -15,10 +15,13 @@ use tokio::time::Instant;
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// A 1 s minimum and an immediate first reconnect, so that schedules are exact; the tests of the
+/// first-reconnect window set it themselves.
 fn base() -> stream_websocket::ReconnectConfigBuilder {
     ReconnectConfig::builder()
         .min_delay(SEC)
         .max_delay(Duration::from_secs(10))
+        .first_reconnect_window(Duration::ZERO)
         .seed(7)
 }
 
@@ -546,4 +549,270 @@ async fn a_flush_means_written_not_delivered() {
     tokio::time::sleep(SEC).await; // the server records what it read
     let received = support::published_payloads(&script);
     assert_eq!(received, ["item-1"], "the flushed item is not re-sent");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reset on evidence, the first-reconnect window, Retry-After and 1013
+// ---------------------------------------------------------------------------------------------
+
+/// Runs a stream over `script` (reading everything) until `opens` connections opened, and
+/// returns the gaps between factory calls in milliseconds.
+async fn gaps_until_open(
+    script: &std::sync::Arc<Script>,
+    config: ReconnectConfig,
+    opens: u64,
+) -> Vec<u128> {
+    let mut stream = ReconnectingStream::with_config(script.factory(), config);
+    let mut on_open = stream.on_open();
+    let driver = tokio::spawn(async move { while stream.next().await.is_some() {} });
+    for n in 1..=opens {
+        assert_eq!(on_open.recv().await.unwrap().connection, n);
+    }
+    driver.abort();
+    script.gaps_ms()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_made_progress_restarts_the_schedule() {
+    // Three refusals climb the schedule (window, 1 s, 1.3 s); then connections that each deliver
+    // a message and die 300 ms later, as a busy server with periodic drops does.
+    let mut outcomes = vec![Outcome::Fail, Outcome::Fail, Outcome::Fail];
+    outcomes.extend(std::iter::repeat_n(open(1, ms(300)), 8));
+    let script = Script::new(outcomes);
+    let config = ReconnectConfig::builder()
+        .min_delay(SEC)
+        .max_delay(Duration::from_secs(10))
+        .seed(7)
+        .build()
+        .unwrap();
+    let gaps = gaps_until_open(&script, config, 8).await;
+    // Calls: 3 failures, then the 8 connections; gaps[3] leads to the first open.
+    assert_eq!(gaps.len(), 10, "{gaps:?}");
+    assert!(
+        gaps[1] >= 1000 && gaps[2] >= 1300,
+        "no progress yet: {gaps:?}"
+    );
+    // Each later gap is the connection's 300 ms, then a first reconnect within an eighth of
+    // it (37.5 ms, rounded up to the timer's millisecond): not the 1.69 s, 2.2 s … of a schedule
+    // that kept climbing.
+    for gap in &gaps[4..] {
+        assert!((300..=339).contains(gap), "{gaps:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_made_no_progress_keeps_climbing() {
+    // The same short connections, but silent: nothing proves them, so the schedule grows.
+    let script = Script::new(std::iter::repeat_n(open(0, ms(300)), 6));
+    let gaps = gaps_until_open(&script, base().build().unwrap(), 6).await;
+    assert_eq!(gaps, [300, 1300, 1600, 1990, 2497], "{gaps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn error_answers_and_pongs_are_not_progress() {
+    // Each connection sends a refused publish's answer and an error object, is pinged and
+    // answers, then closes: none of it counts.
+    let answer = r#"{"result":"send-error:8","errorMsg":"broker is overloaded","context":"1"}"#;
+    let error = r#"{"errorMsg":"not allowed"}"#;
+    let script = Script::new(std::iter::repeat_n(
+        Outcome::Raw {
+            texts: vec![answer, error],
+            uptime: ms(300),
+        },
+        5,
+    ));
+    let config = base()
+        .ping_interval(ms(100))
+        .pong_timeout(ms(100))
+        .build()
+        .unwrap();
+    let mut stream = ReconnectingStream::with_config(script.factory(), config);
+    let mut closes = stream.on_close();
+    let driver = tokio::spawn(async move { while stream.next().await.is_some() {} });
+    for _ in 0..4 {
+        let close = closes.recv().await.unwrap();
+        assert!(!close.progress, "{close:?}");
+    }
+    driver.abort();
+    let gaps = script.gaps_ms();
+    assert_eq!(&gaps[..3], [300, 1300, 1600], "{gaps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_server_gets_no_more_handshakes_than_before() {
+    // A server that accepts and drops at once, or answers only errors and drops: with the
+    // defaults (any seed), at most 9 handshakes in 20 s, as before progress counted.
+    for seed in 0..20 {
+        for errors_only in [false, true] {
+            let outcome = if errors_only {
+                Outcome::Raw {
+                    texts: vec![r#"{"errorMsg":"no"}"#],
+                    uptime: Duration::ZERO,
+                }
+            } else {
+                open(0, Duration::ZERO)
+            };
+            let script = Script::new(std::iter::repeat_n(outcome, 100));
+            let config = ReconnectConfig::builder().seed(seed).build().unwrap();
+            let mut stream = ReconnectingStream::with_config(script.factory(), config);
+            let driver = tokio::spawn(async move { while stream.next().await.is_some() {} });
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            driver.abort();
+            let calls = script.calls().len();
+            assert!(
+                calls <= 9,
+                "seed {seed}, errors {errors_only}: {calls} handshakes in 20 s"
+            );
+            assert!(calls >= 7, "seed {seed}: {calls}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_spreads_its_first_reconnect_over_the_window() {
+    // 500 streams with the defaults, each with its own seed, all dropped at the same instant
+    // after 10 s up: the first reconnects spread over [0, 580 ms].
+    let mut scripts = Vec::new();
+    let mut drivers = Vec::new();
+    for seed in 0..500u64 {
+        let script = Script::new([
+            open(0, Duration::from_secs(10)),
+            open(0, Duration::from_secs(3600)),
+        ]);
+        let config = ReconnectConfig::builder().seed(seed).build().unwrap();
+        let mut stream = ReconnectingStream::with_config(script.factory(), config);
+        drivers.push(tokio::spawn(async move {
+            while stream.next().await.is_some() {}
+        }));
+        scripts.push(script);
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let mut bins = [0usize; 6];
+    for script in &scripts {
+        let gaps = script.gaps_ms();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        let after_drop = gaps[0] - 10_000;
+        assert!(after_drop <= 581, "{after_drop} ms after the drop");
+        bins[(after_drop / 100).min(5) as usize] += 1;
+    }
+    for d in drivers {
+        d.abort();
+    }
+    // About 86 in each 100 ms (17%); never a fifth of the fleet.
+    assert!(bins.iter().all(|b| *b < 100), "{bins:?}");
+    assert!(bins[..5].iter().all(|b| *b > 60), "{bins:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_window_makes_the_first_reconnect_immediate() {
+    let script = Script::new([
+        open(0, Duration::from_secs(10)),
+        open(0, Duration::from_secs(3600)),
+    ]);
+    let config = ReconnectConfig::builder()
+        .first_reconnect_window(Duration::ZERO)
+        .build()
+        .unwrap();
+    assert_eq!(gaps_until_open(&script, config, 2).await, [10_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_on_429_and_503_is_honoured_and_capped() {
+    for (status, after, want) in [
+        (503, Duration::from_secs(3), 3000),
+        (429, Duration::from_secs(7), 7000),
+        // Capped by the 10 s maximum.
+        (503, Duration::from_secs(3600), 10_000),
+        // Shorter than the schedule: the schedule wins.
+        (503, ms(1), 0),
+    ] {
+        let script = Script::new([
+            Outcome::Refuse {
+                status,
+                retry_after: Some(after),
+            },
+            open(0, Duration::from_secs(3600)),
+        ]);
+        let gaps = gaps_until_open(&script, base().build().unwrap(), 1).await;
+        assert_eq!(gaps, [want.max(1)], "{status} Retry-After {after:?}");
+    }
+    // Only 429 and 503 carry a wait the stream honours.
+    let script = Script::new([
+        Outcome::Refuse {
+            status: 500,
+            retry_after: Some(Duration::from_secs(5)),
+        },
+        open(0, Duration::from_secs(3600)),
+    ]);
+    assert_eq!(
+        gaps_until_open(&script, base().build().unwrap(), 1).await,
+        [0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_1013_waits_at_least_the_minimum_despite_progress() {
+    let script = Script::new([
+        Outcome::CloseWith {
+            frames: 1,
+            uptime: ms(100),
+            code: 1013,
+        },
+        Outcome::CloseWith {
+            frames: 1,
+            uptime: ms(100),
+            code: 1000,
+        },
+        open(0, Duration::from_secs(3600)),
+    ]);
+    let mut stream = ReconnectingStream::with_config(script.factory(), base().build().unwrap());
+    let mut errors = stream.on_error();
+    let mut closes = stream.on_close();
+    let mut opens = stream.on_open();
+    let driver = tokio::spawn(async move { while stream.next().await.is_some() {} });
+    for n in 1..=3 {
+        assert_eq!(opens.recv().await.unwrap().connection, n);
+    }
+    driver.abort();
+    // 1013: the minimum (1 s) after the close, though the connection made progress; 1000 after
+    // progress: at once.
+    assert_eq!(script.gaps_ms(), [1100, 100]);
+    let closes = drain(&mut closes);
+    assert_eq!(closes[0].code, Some(stream_websocket::CloseCode::Again));
+    assert!(closes[0].progress && closes[0].reconnect);
+    // An overloaded server is worth an alarm; a normal close is not.
+    let errors = drain(&mut errors);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].close_code(),
+        Some(stream_websocket::CloseCode::Again)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_classifier_can_end_the_stream_on_an_application_close_code() {
+    let script = Script::new([Outcome::CloseWith {
+        frames: 1,
+        uptime: ms(100),
+        code: 4001,
+    }]);
+    let config = base()
+        .classify(|e| match e.close_code().map(u16::from) {
+            Some(4001) => Disposition::Stop,
+            _ => e.default_disposition(),
+        })
+        .build()
+        .unwrap();
+    let mut stream = ReconnectingStream::with_config(script.factory(), config);
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(Incoming::Message(_)))
+    ));
+    let end = stream.next().await;
+    assert!(
+        matches!(&end, Some(Err(e)) if e.close_code() == Some(stream_websocket::CloseCode::Library(4001))),
+        "{end:?}"
+    );
+    assert!(stream.next().await.is_none());
+    assert_eq!(script.calls().len(), 1);
 }

@@ -194,12 +194,15 @@ async fn an_abruptly_dropped_connection_is_reconnected_without_losing_messages()
 #[tokio::test]
 async fn a_server_close_frame_is_reported_and_reconnected() {
     let close = bounded(six_messages_over_two_connections(FirstEnd::CloseAway)).await;
-    assert_eq!(close.code, Some(1001));
+    assert_eq!(close.code, Some(CloseCode::Away));
     assert_eq!(close.reason, "going away");
+    // A clean close: the classifier got the peer's code and reason, and nothing else.
     assert!(
-        close.error.is_none(),
+        matches!(&close.error, Some(Error::ConnectionClosed { code: Some(CloseCode::Away), reason }) if reason == "going away"),
         "a Close frame is a clean close: {close:?}"
     );
+    // The messages it delivered were progress.
+    assert!(close.progress);
 }
 
 #[tokio::test]

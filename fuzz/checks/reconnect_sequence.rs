@@ -32,7 +32,7 @@
 //!
 //! | byte | meaning |
 //! |---|---|
-//! | e0 | bits 0–1: keepalive (0 off; 1 and 3 short, from e1; 2 `Duration::MAX` for both); bit 2: min delay 1 ns; bit 3: max delay `Duration::MAX`; bit 4: min uptime `Duration::MAX` |
+//! | e0 | bits 0–1: keepalive (0 off; 1 and 3 short, from e1; 2 `Duration::MAX` for both); bit 2: min delay 1 ns; bit 3: max delay `Duration::MAX`; bit 4: min uptime `Duration::MAX`; bit 5: first-reconnect window 0; bit 6: first-reconnect window `Duration::MAX` (without either: the default) |
 //! | e1 | short keepalive: ping interval 1 + 20·n ms, pong timeout 1 + 10·n ms |
 //! | e2 | read-ahead: 1 + n % 8 messages |
 //! | e3 | a sink-only phase first: the driver sends (feed, then flush) one item a second for n % 16 seconds without reading the stream side |
@@ -137,6 +137,8 @@ pub struct Scenario {
     pub jitter: Jitter,
     pub seed: u64,
     pub min_uptime: Duration,
+    /// `None`: the default window.
+    pub first_window: Option<Duration>,
     pub connect_timeout: Duration,
     pub queue_capacity: usize,
     pub policy: UnsentPolicy,
@@ -185,6 +187,7 @@ impl Scenario {
         let mut keepalive = Keepalive::Off;
         let mut read_ahead = 256;
         let mut sink_only_secs = 0;
+        let mut first_window = None;
         if let Some([e0, e1, e2, e3]) = extension {
             keepalive = match e0 % 4 {
                 0 => Keepalive::Off,
@@ -206,6 +209,11 @@ impl Scenario {
             }
             if e0 & 16 != 0 {
                 min_uptime = Duration::MAX;
+            }
+            if e0 & 32 != 0 {
+                first_window = Some(Duration::ZERO);
+            } else if e0 & 64 != 0 {
+                first_window = Some(Duration::MAX);
             }
             read_ahead = 1 + usize::from(e2 % 8);
             sink_only_secs = u64::from(e3 % 16);
@@ -255,6 +263,7 @@ impl Scenario {
             jitter,
             seed: u64::from(fraction),
             min_uptime,
+            first_window,
             connect_timeout: Duration::from_millis(connect_ms),
             queue_capacity,
             policy,
@@ -298,6 +307,9 @@ impl Scenario {
             .read_ahead(self.read_ahead)
             .event_capacity(4096)
             .unsent_policy(self.policy);
+        if let Some(window) = self.first_window {
+            b = b.first_reconnect_window(window);
+        }
         b = match self.keepalive {
             Keepalive::Off => b.no_keepalive(),
             Keepalive::On { ping, pong } => b.ping_interval(ping).pong_timeout(pong),
@@ -394,6 +406,7 @@ fn factory(
                 Err(Error::Http {
                     status: 401,
                     body: None,
+                    retry_after: None,
                 })
             }
             .boxed(),
@@ -645,10 +658,18 @@ fn check_timeline(s: &Scenario, order: &[(Instant, Entry)], timed: &[(Instant, E
     let mut calls = 0usize;
     let mut reconnecting = 0usize;
     let mut retries = 0u32;
+    // The first reconnect's window: the configured one, at most the minimum delay, and after a
+    // restart at most an eighth of the uptime of the connection that restarted it.
+    let full_window = s
+        .config()
+        .backoff()
+        .first_reconnect_window()
+        .min(s.min_delay);
+    let mut window = full_window;
     // The attempt in progress: when it started and what it does.
     let mut attempt: Option<(Instant, Step)> = None;
-    // The open connection: when it opened.
-    let mut open: Option<Instant> = None;
+    // The open connection: when it opened, and how many frames its server sends.
+    let mut open: Option<(Instant, usize)> = None;
     // The last Reconnecting event: when, and its delay.
     let mut scheduled: Option<(Instant, Duration)> = None;
     let mut gave_up = false;
@@ -687,12 +708,12 @@ fn check_timeline(s: &Scenario, order: &[(Instant, Entry)], timed: &[(Instant, E
                 match event {
                     Event::Open(o) => {
                         let (start, step) = attempt.take().expect("an open without an attempt");
-                        let Step::Open { delay, .. } = step else {
+                        let Step::Open { delay, frames, .. } = step else {
                             panic!("{step:?} opened");
                         };
                         assert!(within(t - start, delay), "opened {:?} after", t - start);
                         assert_eq!(o.attempt, retries, "{o:?}");
-                        open = Some(t);
+                        open = Some((t, frames));
                     }
                     Event::Error(e) => {
                         if let Some((start, step)) = attempt.take() {
@@ -723,9 +744,13 @@ fn check_timeline(s: &Scenario, order: &[(Instant, Entry)], timed: &[(Instant, E
                         }
                     }
                     Event::Close(c) => {
-                        let opened = open.take().expect("a close without a connection");
-                        if t - opened >= s.min_uptime {
+                        let (opened, frames) = open.take().expect("a close without a connection");
+                        // Every frame the server sends is a consumer message: progress.
+                        assert_eq!(c.progress, frames > 0, "{c:?}, {frames} frames sent");
+                        let uptime = t - opened;
+                        if c.progress || uptime >= s.min_uptime {
                             retries = 0;
+                            window = full_window.min(uptime / 8);
                         }
                         after_close = Some(c.reconnect);
                     }
@@ -744,7 +769,7 @@ fn check_timeline(s: &Scenario, order: &[(Instant, Entry)], timed: &[(Instant, E
                         }
                         assert!(r.delay <= s.max_delay, "{r:?}");
                         if retries == 1 {
-                            assert_eq!(r.delay, Duration::ZERO, "the first retry is immediate");
+                            assert!(r.delay <= window, "first retry {r:?} beyond {window:?}");
                         }
                         scheduled = Some((t, r.delay));
                     }

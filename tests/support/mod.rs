@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use futures::{FutureExt, SinkExt, StreamExt};
-use stream_websocket::tungstenite::protocol::Role;
+use stream_websocket::tungstenite::protocol::{CloseFrame, Role};
 use stream_websocket::tungstenite::Message;
 use stream_websocket::Error;
 use tokio::io::DuplexStream;
@@ -28,6 +28,24 @@ pub enum Outcome {
     Fail,
     /// Fails at once with HTTP 401 (permanent).
     Permanent,
+    /// Fails at once with this HTTP status (429, 503, …) and `Retry-After`.
+    Refuse {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Opens; the server sends these text frames as they are, stays up `uptime`, then closes
+    /// (a Close frame without status).
+    Raw {
+        texts: Vec<&'static str>,
+        uptime: Duration,
+    },
+    /// Opens; the server sends `frames` consumer messages, stays up `uptime`, then closes with
+    /// a Close frame carrying `code`.
+    CloseWith {
+        frames: usize,
+        uptime: Duration,
+        code: u16,
+    },
     /// Never completes: the connect timeout has to end it.
     Hang,
     /// Opens; the server sends `frames` consumer messages, stays up `uptime` (reading and
@@ -110,7 +128,38 @@ impl Script {
                     Err(Error::Http {
                         status: 401,
                         body: Some("Failed to authenticate".into()),
+                        retry_after: None,
                     })
+                }
+                .boxed(),
+                Outcome::Refuse {
+                    status,
+                    retry_after,
+                } => async move {
+                    Err(Error::Http {
+                        status,
+                        body: None,
+                        retry_after,
+                    })
+                }
+                .boxed(),
+                Outcome::CloseWith {
+                    frames,
+                    uptime,
+                    code,
+                } => async move {
+                    let conn = script.next_conn();
+                    let (client, server) = pair().await;
+                    tokio::spawn(async move {
+                        let mut server = serve(script, conn, server, frames, uptime, false).await?;
+                        let frame = CloseFrame {
+                            code: code.into(),
+                            reason: "scripted".into(),
+                        };
+                        let _ = server.close(Some(frame)).await;
+                        Some(())
+                    });
+                    Ok(client)
                 }
                 .boxed(),
                 Outcome::Hang => futures::future::pending().boxed(),
@@ -139,6 +188,20 @@ impl Script {
                         for id in ids {
                             let frame = consumer_frame(id, id.as_bytes());
                             if server.send(Message::Text(frame.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        serve(script, conn, server, 0, uptime, true).await;
+                    });
+                    Ok(client)
+                }
+                .boxed(),
+                Outcome::Raw { texts, uptime } => async move {
+                    let conn = script.next_conn();
+                    let (client, mut server) = pair().await;
+                    tokio::spawn(async move {
+                        for text in texts {
+                            if server.send(Message::text(text)).await.is_err() {
                                 return;
                             }
                         }
@@ -184,7 +247,9 @@ pub fn consumer_frame(id: &str, payload: &[u8]) -> String {
 }
 
 /// Sends `frames` messages with payloads `c<conn>-m<i>`, then reads (recording text frames and
-/// answering pings) for `uptime`, then drains what already arrived and drops the connection.
+/// answering pings) for `uptime`, then drains what already arrived and closes the connection
+/// (`close`: with a Close frame without status, else by dropping it). Returns the connection,
+/// unclosed, if `close` is false and the peer is still there.
 async fn serve(
     script: Arc<Script>,
     conn: usize,
@@ -192,11 +257,11 @@ async fn serve(
     frames: usize,
     uptime: Duration,
     close: bool,
-) {
+) -> Option<Ws> {
     for i in 0..frames {
         let frame = consumer_frame(&format!("{conn}:{i}"), format!("c{conn}-m{i}").as_bytes());
         if ws.send(Message::Text(frame.into())).await.is_err() {
-            return;
+            return None;
         }
     }
     let deadline = tokio::time::sleep(uptime);
@@ -205,7 +270,7 @@ async fn serve(
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(m)) => record(&script, conn, m),
-                _ => return,
+                _ => return None,
             },
             _ = &mut deadline => break,
         }
@@ -216,7 +281,9 @@ async fn serve(
     }
     if close {
         let _ = ws.close(None).now_or_never();
+        return None;
     }
+    Some(ws)
 }
 
 /// A producer endpoint: stores (records) and confirms each message, by its `context`.

@@ -31,7 +31,8 @@ pub struct ApiError {
     pub error_num: Option<i64>,
     /// GDN's `errorMessage`, if the body had one, cut to 256 bytes.
     pub error_message: Option<String>,
-    /// The `Retry-After` header (in seconds), if the reply had one.
+    /// The `Retry-After` header (delay-seconds or an HTTP date, as a wait), if the reply had a
+    /// valid one.
     pub retry_after: Option<Duration>,
 }
 
@@ -235,6 +236,7 @@ impl From<RestError> for Error {
                     Some(m) => format!("{}: {m}", a.request),
                     None => a.request,
                 }),
+                retry_after: a.retry_after,
             },
             RestError::Url(u) => u.into(),
             RestError::Config(c) => Error::Url(c),

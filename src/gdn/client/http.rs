@@ -2,7 +2,7 @@
 //! login after a refused token.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use reqwest::header::{
@@ -215,9 +215,10 @@ impl Transport {
             let Some(delay) = backoff.next_delay() else {
                 return Err(error);
             };
-            // The crate's schedule starts with an immediate retry, which suits a dropped socket
-            // but not a server that just said it is busy: the first retry waits the minimum.
-            let mut delay = if delay.is_zero() {
+            // The crate's schedule starts with a quick first reconnect, which suits a dropped
+            // socket but not a server that just said it is busy: the first retry waits the
+            // minimum.
+            let mut delay = if backoff.retries() == 1 {
                 backoff.min_delay()
             } else {
                 delay
@@ -277,8 +278,7 @@ impl Transport {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| crate::retry_after::parse(v, SystemTime::now()));
         let body = response.bytes().await.map_err(transport)?;
         tracing::debug!(request = %label, status, "GDN REST reply");
         if !(200..300).contains(&status) {

@@ -239,7 +239,8 @@ impl ClientBuilder {
     /// The backoff for retrying 429, 5xx and transport errors: the policy's minimum and maximum
     /// delay, growth factor, retry cap and jitter are used (its other settings are for
     /// streams). The first retry waits the minimum delay (where a stream's first reconnect is
-    /// immediate); a `Retry-After` header (in seconds) lengthens a wait, up to the maximum delay.
+    /// drawn from its short first-reconnect window); a `Retry-After` header (delay-seconds or an
+    /// HTTP date) lengthens a wait, up to the maximum delay.
     /// Default: at most 3 retries, a 500 ms minimum, growth 2, a 5 s maximum and ±20 % jitter
     /// (waits of about 0.5 s, 0.5 s and 1 s).
     ///
