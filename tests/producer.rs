@@ -482,3 +482,83 @@ async fn every_message_carries_one_idempotency_key_through_re_sends() {
     assert_eq!(keys(&script), [("0".to_string(), None)]);
     producer.close().await.unwrap();
 }
+
+/// Runs a producer with the default delays (seeded) over `script`, publishing `payloads`, and
+/// returns how long it took in virtual time and each receipt's outcome.
+async fn publish_all(
+    script: &std::sync::Arc<Script>,
+    payloads: Vec<String>,
+) -> (
+    Duration,
+    Vec<Result<stream_websocket::MessageId, ProducerError>>,
+) {
+    let start = tokio::time::Instant::now();
+    let reconnect = ReconnectConfig::builder().seed(11).build().unwrap();
+    let producer = Producer::with_config(script.factory(), ProducerConfig::new(reconnect));
+    let mut receipts = Vec::new();
+    for p in payloads {
+        receipts.push(producer.enqueue(Publish::new(p)).await.unwrap());
+    }
+    let mut outcomes = Vec::new();
+    for r in receipts {
+        outcomes.push(r.await);
+    }
+    (start.elapsed(), outcomes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn confirmations_restart_the_schedule_so_periodic_drops_cost_no_sleep() {
+    // Ten connections each confirm 19 messages and drop after storing the 20th, unconfirmed:
+    // every one of them made progress, so each reconnect goes out at once (the connections
+    // live no virtual time, so an eighth of their uptime is zero), never at the 1–2 s minimum
+    // and beyond.
+    let mut outcomes = vec![
+        Outcome::Broker {
+            drop_after: Some(20)
+        };
+        10
+    ];
+    outcomes.push(Outcome::Broker { drop_after: None });
+    let script = Script::new(outcomes);
+    let payloads = (0..250).map(|i| format!("m{i}")).collect();
+    let (took, results) = publish_all(&script, payloads).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(script.calls().len(), 11);
+    assert!(
+        took < Duration::from_millis(10),
+        "slept {took:?} through the drops"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_are_not_progress() {
+    // Connections that only refuse (send-error answers) and drop: nothing was confirmed, so the
+    // schedule climbs as for a server that proves nothing.
+    let outcomes = vec![
+        Outcome::Broker {
+            drop_after: Some(3)
+        };
+        4
+    ];
+    let script = Script::new(
+        outcomes
+            .into_iter()
+            .chain([Outcome::Broker { drop_after: None }]),
+    );
+    let payloads = (0..12).map(|i| format!("reject-{i}")).collect();
+    let (took, results) = publish_all(&script, payloads).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(ProducerError::Rejected { .. }))),
+        "{results:?}"
+    );
+    // After the first reconnect (its window), at least the minimum (1 s) and then 1.3 s, 1.69 s.
+    let gaps = script.gaps_ms();
+    assert_eq!(gaps.len(), 4, "{gaps:?}");
+    assert!(
+        gaps[1] >= 1000 && gaps[2] >= 1300 && gaps[3] >= 1690,
+        "{gaps:?}"
+    );
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+}
