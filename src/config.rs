@@ -295,7 +295,8 @@ impl ReconnectConfigBuilder {
         self
     }
 
-    /// Give up after this many consecutive retries without a stable connection. `0` means the
+    /// Give up after this many consecutive retries since the schedule last started over (a
+    /// connection that made progress, or one that stayed up `min_uptime`). `0` means the
     /// first failure ends the stream. Default: unlimited.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.cfg.backoff.max_retries = Some(retries);

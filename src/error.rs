@@ -121,7 +121,7 @@ pub enum Error {
     /// The retry cap was reached. Ends the stream. `last` is the
     /// [`source`](std::error::Error::source).
     GaveUp {
-        /// Attempts made since the last stable connection.
+        /// Attempts made since the schedule last started over.
         attempts: u32,
         /// The error that ended the last attempt.
         last: Box<Error>,

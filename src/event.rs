@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub struct OpenEvent {
     /// How many connections this stream has opened so far, this one included (1 for the first).
     pub connection: u64,
-    /// The retry that succeeded, counted since the last stable connection (0: the first try).
+    /// The retry that succeeded, counted since the schedule last started over (0: the first try).
     pub attempt: u32,
 }
 
@@ -58,7 +58,7 @@ pub struct CloseEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectingEvent {
-    /// The retry number since the last stable connection (1 for the first retry).
+    /// The retry number since the schedule last started over (1 for the first reconnect).
     pub attempt: u32,
     /// How long the stream waits before the attempt.
     pub delay: Duration,
@@ -68,7 +68,7 @@ pub struct ReconnectingEvent {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GaveUpEvent {
-    /// Consecutive attempts made without a stable connection.
+    /// Consecutive attempts made since the schedule last started over.
     pub attempts: u32,
     /// The error of the last attempt.
     pub last_error: Error,

@@ -360,7 +360,8 @@ impl<F: Connect, C: Codec> ReconnectingStream<F, C> {
         self.core.connections
     }
 
-    /// Retries made since the last stable connection.
+    /// Retries made since the schedule last started over (a connection that made progress,
+    /// or stayed up `min_uptime`, starts it over).
     pub fn retries(&self) -> u32 {
         self.core.backoff.retries()
     }
@@ -1552,7 +1553,7 @@ impl<F: Connect, C: Codec> Core<F, C> {
 }
 
 /// How many connection attempts one poll may start before it yields: the first, and one
-/// immediate retry.
+/// immediate retry (a first reconnect whose window is zero, or drew zero).
 const ATTEMPTS_PER_POLL: u32 = 2;
 
 /// What follows a failure.

@@ -196,11 +196,10 @@ async fn without_the_window_the_fleet_stampedes() {
         .build()
         .unwrap();
     let (arrivals, _) = support::bounded(mass_drop(config)).await;
-    let refused_early = arrivals.iter().filter(|a| !a.1 && a.0 < ms(100)).count();
-    // At least half, where the window allows a fifth: an instant stampede is spread only by
-    // how fast this machine connects 500 sockets (83% measured on 2 busy cores, debug build).
-    assert!(
-        refused_early >= FLEET / 2,
-        "{refused_early} of {FLEET} in the first 100 ms"
-    );
+    // The test above fails without the window: more than a fifth of the fleet lands in one
+    // 100 ms (83% in the first 100 ms measured on 2 cores in a debug build; an instant
+    // stampede is spread only by how fast the machine connects 500 sockets).
+    let first: Vec<(Duration, bool)> = arrivals.iter().filter(|a| !a.1).copied().collect();
+    let peak = peak_per_100ms(&first);
+    assert!(peak > FLEET / 5, "{peak} of {FLEET} in the busiest 100 ms");
 }

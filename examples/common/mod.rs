@@ -76,9 +76,13 @@ pub struct Common {
     /// server such as gdn-local --cert-out).
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
-    /// Minimum reconnect delay in milliseconds (default: drawn from 1000-5000).
+    /// Minimum reconnect delay in milliseconds (default: drawn from 1000-2000).
     #[arg(long)]
     pub min_delay_ms: Option<u64>,
+    /// Window of the first reconnect after a drop in milliseconds; 0 reconnects at once
+    /// (default: 580, at most the minimum delay).
+    #[arg(long)]
+    pub first_reconnect_window_ms: Option<u64>,
     /// Maximum reconnect delay in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub max_delay_ms: u64,
@@ -241,6 +245,9 @@ impl Common {
         if let Some(min) = self.min_delay_ms {
             b = b.min_delay(ms(min));
         }
+        if let Some(window) = self.first_reconnect_window_ms {
+            b = b.first_reconnect_window(ms(window));
+        }
         if let Some(n) = self.max_retries {
             b = b.max_retries(n);
         }
@@ -290,10 +297,11 @@ fn describe(event: &Event) -> String {
     match event {
         Event::Open(o) => format!("open connection={} attempt={}", o.connection, o.attempt),
         Event::Close(c) => format!(
-            "close connection={} code={} reason={:?} reconnect={}",
+            "close connection={} code={} reason={:?} progress={} reconnect={}",
             c.connection,
             c.code.map_or("none".to_string(), |c| c.to_string()),
             c.reason,
+            c.progress,
             c.reconnect
         ),
         Event::Error(e) => format!("error {}", chain(e)),
