@@ -135,3 +135,52 @@ async fn a_permanent_error_ends_the_consumer() {
     }
     assert!(consumer.next().await.is_none());
 }
+
+/// A consumer frame with this id, payload and idempotency key, as a `'static` text for
+/// `Outcome::Raw`.
+fn keyed(id: &str, payload: &str, key: &str) -> &'static str {
+    let payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, payload);
+    Box::leak(
+        format!(
+            r#"{{"messageId":"{id}","payload":"{payload}","properties":{{"sw-idempotency-key":"{key}"}},"publishTime":"2024-01-01T00:00:00.000Z","redeliveryCount":0}}"#
+        )
+        .into_boxed_str(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_the_server_reuses_for_another_message_is_a_new_message() {
+    // A restarted server numbers its messages from the start again: `1:1` and `1:2`, already
+    // acknowledged, now name other messages (other keys). They are handed over; a true
+    // redelivery (same id, same key) is still acknowledged and skipped.
+    let script = Script::new([
+        Outcome::Raw {
+            texts: vec![keyed("1:1", "a", "p-0"), keyed("1:2", "b", "p-1")],
+            uptime: Duration::from_secs(1),
+        },
+        Outcome::Raw {
+            texts: vec![
+                keyed("1:1", "c", "q-0"),
+                keyed("1:2", "b", "p-1"),
+                keyed("1:3", "d", "q-1"),
+            ],
+            uptime: Duration::from_secs(3600),
+        },
+    ]);
+    let mut consumer = Consumer::with_config(script.factory(), config());
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let m = consumer.next().await.unwrap().unwrap();
+        got.push(payload(&m));
+        consumer.ack(&m).await.unwrap();
+    }
+    assert_eq!(got, ["a", "b", "c", "d"]);
+    let stats = consumer.stats();
+    assert_eq!(stats.received, 4);
+    assert_eq!(
+        stats.skipped, 1,
+        "only 1:2 with its own key was a redelivery"
+    );
+    // And the reused id, acknowledged again, is remembered with its new key.
+    assert_eq!(stats.acked, 4);
+}

@@ -45,11 +45,13 @@ pub struct ConsumerConfig {
 
 /// What a consumer remembers to recognise repeats.
 struct Windows {
-    /// Message ids handed over, and whether the application has settled each since (acked or
-    /// nacked it): a redelivery of one it still holds is not handed over again.
-    seen: Window<Held>,
-    /// Message ids acknowledged.
-    acked: Window<()>,
+    /// Message ids handed over, whether the application has settled each since (acked or
+    /// nacked it), and the fingerprint of the idempotency key each came with: a redelivery of
+    /// one it still holds is not handed over again.
+    seen: Window<(Held, Option<u64>)>,
+    /// Message ids acknowledged, with the fingerprint of the key the acknowledged message
+    /// carried; `None` once the id turned out to name another message (the server reused it).
+    acked: Window<Option<Option<u64>>>,
     /// Idempotency keys handed over, with the message id of the copy that was.
     keys: Option<Window<MessageId>>,
 }
@@ -217,6 +219,10 @@ pub struct ConsumerStats {
 ///   [`ConsumerStats::duplicates_dropped`]);
 /// - **redeliveries of a message this consumer already acknowledged** (the acknowledgement was
 ///   lost in a drop): acknowledged again and not handed over ([`ConsumerStats::skipped`]).
+///
+/// A message id is the same message only with the same idempotency key (or both without one):
+/// a server that restarted, or a topic that was recreated, can reuse ids, and an id that comes
+/// back with another key is a new message, handed over.
 ///
 /// It is at-least-once, not exactly-once, when: the application processes a message and the
 /// consumer goes away (a crash) before the acknowledgement is written: the server delivers it
@@ -393,6 +399,17 @@ impl<F: Connect> Consumer<F> {
     }
 }
 
+/// A 64-bit fingerprint of an idempotency key, to tell whether a reused message id names the
+/// same message. Not cryptographic: keys are not secrets, and a collision (one in 2^64) would
+/// only make a reused id look like the message it named before.
+fn fingerprint(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys, so that consumers sharing windows agree.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
 /// Where a message handed over stands with the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Held {
@@ -419,11 +436,27 @@ enum Admit {
 
 impl<F: Connect> Consumer<F> {
     /// Checks a message against the windows, and remembers it if it is handed over.
+    ///
+    /// An id remembered with another idempotency key (or with one where the message has none,
+    /// or the reverse) names a different message: a server that restarted, or a topic that was
+    /// recreated, reuses ids. It is a new message, handed over, and what the id meant before is
+    /// forgotten. Keys are compared by a 64-bit fingerprint.
     fn admit(&self, message: &ConsumerMessage) -> Admit {
         let mut w = self.windows();
         let id = message.message_id.as_str();
-        if w.acked.contains(id) {
-            return Admit::Reacknowledge;
+        let fingerprint = message
+            .properties
+            .get(IDEMPOTENCY_KEY)
+            .map(|k| fingerprint(k));
+        if let Some(acked) = w.acked.get_mut(id) {
+            match acked {
+                Some(key) if *key == fingerprint => return Admit::Reacknowledge,
+                Some(_) => {
+                    tracing::debug!(id = %message.message_id, "an acknowledged id came back with another idempotency key: a new message");
+                    *acked = None;
+                }
+                None => {}
+            }
         }
         if let (Some(keys), Some(key)) = (&mut w.keys, message.properties.get(IDEMPOTENCY_KEY)) {
             match keys.get(key) {
@@ -435,13 +468,17 @@ impl<F: Connect> Consumer<F> {
             }
         }
         match w.seen.get_mut(id) {
-            Some(held @ (Held::Nacked | Held::Acked)) => {
+            Some(seen) if seen.1 != fingerprint => {
+                *seen = (Held::Holding, fingerprint);
+                Admit::Hand { repeat: false }
+            }
+            Some((held @ (Held::Nacked | Held::Acked), _)) => {
                 *held = Held::Holding;
                 Admit::Hand { repeat: true }
             }
-            Some(Held::Holding) => Admit::Holding,
+            Some((Held::Holding, _)) => Admit::Holding,
             None => {
-                w.seen.insert(id, Held::Holding);
+                w.seen.insert(id, (Held::Holding, fingerprint));
                 Admit::Hand { repeat: false }
             }
         }
@@ -450,11 +487,19 @@ impl<F: Connect> Consumer<F> {
     /// The application settled a message: remember how.
     fn settled(&self, id: &MessageId, how: Held) {
         let mut w = self.windows();
-        if let Some(held) = w.seen.get_mut(id.as_str()) {
+        // The key of the message acknowledged; unknown if it already left the window.
+        let mut key = None;
+        if let Some((held, fingerprint)) = w.seen.get_mut(id.as_str()) {
             *held = how;
+            key = *fingerprint;
         }
         if how == Held::Acked {
-            w.acked.insert(id.as_str(), ());
+            match w.acked.get_mut(id.as_str()) {
+                Some(acked) => *acked = Some(key),
+                None => {
+                    w.acked.insert(id.as_str(), Some(key));
+                }
+            }
         }
     }
 }

@@ -66,6 +66,7 @@ impl<V> Window<V> {
     }
 
     /// Whether `key` is in the window.
+    #[cfg(test)]
     pub(crate) fn contains(&self, key: &str) -> bool {
         self.map.contains_key(key)
     }
