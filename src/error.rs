@@ -82,7 +82,8 @@ pub enum Error {
     /// expired), or the peer shares no protocol version or cipher suite with us. Ends the
     /// stream: retrying cannot fix it. TLS failures on an established connection (a bad record,
     /// a decrypt error, an alert) are reported as [`Error::Io`] and retried. The TLS library's
-    /// error is the [`source`](std::error::Error::source).
+    /// error is the [`source`](std::error::Error::source), or, for a certificate refused while
+    /// a GDN REST call fetched a one-time password, the `RestError` whose chain ends in it.
     Tls(Arc<dyn std::error::Error + Send + Sync>),
     /// The URL cannot be used (bad scheme, no host, TLS support not compiled in). Ends the
     /// stream. The text is redacted.
@@ -115,6 +116,17 @@ pub enum Error {
     /// The connection factory failed for a reason of its own (for example fetching a one-time
     /// password). Retried. The factory's error is the [`source`](std::error::Error::source).
     Factory(Arc<dyn std::error::Error + Send + Sync>),
+    /// A GDN REST call failed, typically fetching the one-time password of a connection
+    /// ([`Client::otp_auth`](crate::gdn::Client::otp_auth)). Retried exactly when
+    /// [`RestError::is_retryable`](crate::gdn::RestError::is_retryable) says so (429, 5xx, a
+    /// transport error); a refusal (401, 403, 404, 400, …), a redirect, an unexpected or too
+    /// long reply end the stream. On 429 and 503 the stream waits at least the reply's
+    /// `Retry-After` (capped by `max_delay`). The [`RestError`](crate::gdn::RestError) is the
+    /// [`source`](std::error::Error::source); [`http_status`](Error::http_status) gives the
+    /// status GDN answered. (A refused certificate is [`Error::Tls`] instead.)
+    #[cfg(feature = "rest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rest")))]
+    Rest(Arc<crate::gdn::RestError>),
     /// A frame could not be decoded. Reported on the error channel; the stream goes on. Prints
     /// as the [`DecodeError`] itself.
     Decode(DecodeError),
@@ -164,6 +176,8 @@ impl fmt::Display for Error {
                 reason_suffix(reason)
             ),
             Error::Factory(_) => f.write_str("connection factory failed"),
+            #[cfg(feature = "rest")]
+            Error::Rest(_) => f.write_str("GDN REST request failed"),
             Error::Decode(e) => fmt::Display::fmt(e, f),
             Error::GaveUp { attempts, .. } => {
                 write!(f, "gave up after {attempts} consecutive failed attempts")
@@ -188,6 +202,8 @@ impl std::error::Error for Error {
                 None => &**e,
             }),
             Error::Factory(e) => Some(&**e),
+            #[cfg(feature = "rest")]
+            Error::Rest(e) => Some(&**e),
             Error::GaveUp { last, .. } => Some(&**last),
             // Transparent: these print as the inner error, so its source is theirs.
             Error::Decode(e) => e.source(),
@@ -282,10 +298,13 @@ impl Error {
         Error::Factory(Arc::from(error.into()))
     }
 
-    /// The HTTP status of a rejected handshake, if that is what this is.
+    /// The HTTP status of a rejected handshake, or of a failed GDN REST call
+    /// ([`Error::Rest`]), if that is what this is.
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Error::Http { status, .. } => Some(*status),
+            #[cfg(feature = "rest")]
+            Error::Rest(e) => e.status(),
             Error::GaveUp { last, .. } => last.http_status(),
             _ => None,
         }
@@ -309,6 +328,14 @@ impl Error {
                 Some(1003 | 1007 | 1008 | 1009 | 3000 | 3003) => Disposition::Stop,
                 _ => Disposition::Retry,
             },
+            #[cfg(feature = "rest")]
+            Error::Rest(e) => {
+                if e.is_retryable() {
+                    Disposition::Retry
+                } else {
+                    Disposition::Stop
+                }
+            }
             Error::Capacity(_)
             | Error::Tls(_)
             | Error::Url(_)
@@ -351,6 +378,11 @@ impl Error {
                 retry_after: Some(after),
                 ..
             } => *after,
+            #[cfg(feature = "rest")]
+            Error::Rest(e) => match e.api_error() {
+                Some(api) if matches!(api.status, 429 | 503) => api.retry_after.unwrap_or_default(),
+                _ => Duration::ZERO,
+            },
             Error::ConnectionClosed {
                 code: Some(CloseCode::Again),
                 ..
@@ -407,7 +439,7 @@ impl From<tungstenite::Error> for Error {
 /// shares no protocol version or cipher with us, can only happen in the handshake and fails the
 /// same way every time: permanent. Anything else (a bad record, a decrypt error or an alert on
 /// an established connection) is a broken connection like any other: retried, as `Error::Io`.
-fn is_tls_failure(io: &io::Error) -> bool {
+pub(crate) fn is_tls_failure(io: &io::Error) -> bool {
     #[cfg(feature = "rustls")]
     if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
         use rustls::AlertDescription as A;

@@ -1,9 +1,14 @@
 //! Keeping secrets out of logs, errors and `Debug` output.
 //!
-//! One notion of "secret" serves URLs, JSON bodies and HTTP headers: a parameter, member or
-//! header is secret if its name ends with one of [`SECRET_QUERY_KEYS`], ignoring ASCII case, `-`
-//! and `_` (so `otp`, `TOTP`, `apiKey`, `x-api-key`, `refreshToken` and `client_secret` all are).
-//! A secret value is replaced by `REDACTED`; what is not secret is left as it was.
+//! One notion of "secret" serves URLs, JSON bodies, free text and HTTP headers: a parameter,
+//! member or header is secret if its name ends with one of [`SECRET_QUERY_KEYS`], ignoring ASCII
+//! case, `-` and `_` (so `otp`, `TOTP`, `apiKey`, `x-api-key`, `refreshToken`, `client_secret`
+//! and `Authorization` all are); a name ending in brackets is judged by its last word (`otp[]`,
+//! `otp[0]`, `auth[password]`). A secret value is replaced by `REDACTED`; what is not secret is
+//! left as it was.
+//!
+//! Every function here takes time linear in the length of its input, whatever the input (they
+//! run on what servers send back).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,8 +18,8 @@ use serde_json::Value;
 use url::Url;
 
 /// The names whose values are secret: in URL query strings and fragments (after
-/// percent-decoding), in JSON members and in HTTP headers. A name is secret if it ends with one
-/// of these, ignoring ASCII case, `-` and `_`.
+/// percent-decoding), in JSON members, in `name: value` text and in HTTP headers. A name is
+/// secret if it ends with one of these, ignoring ASCII case, `-` and `_`.
 pub const SECRET_QUERY_KEYS: &[&str] = &[
     "otp",
     "token",
@@ -22,12 +27,45 @@ pub const SECRET_QUERY_KEYS: &[&str] = &[
     "api_key",
     "jwt",
     "password",
+    "passwd",
+    "pwd",
     "access_token",
     "refresh_token",
     "secret",
+    "authorization",
+    "credential",
+    "credentials",
+    "private_key",
 ];
 
+/// The words after which free text carries a credential (`bearer <jwt>`, `apikey <key>`,
+/// `basic <base64>`), compared ignoring ASCII case. `api key` (two words) counts as `apikey`.
+const SCHEME_WORDS: &[&str] = &["bearer", "basic", "apikey"];
+
 const MASK: &str = "REDACTED";
+
+/// A count of the bytes the redaction passes examine, for the tests that check they are linear.
+#[cfg(test)]
+pub(crate) mod work {
+    use std::cell::Cell;
+
+    thread_local!(static WORK: Cell<u64> = const { Cell::new(0) });
+
+    pub(crate) fn add(n: usize) {
+        WORK.with(|w| w.set(w.get().saturating_add(n as u64)));
+    }
+
+    /// The count since the last call, on this thread.
+    pub(crate) fn take() -> u64 {
+        WORK.with(|w| w.replace(0))
+    }
+}
+
+#[cfg(not(test))]
+mod work {
+    #[inline(always)]
+    pub(super) fn add(_: usize) {}
+}
 
 /// Returns `url` with its credentials replaced by `REDACTED`; borrowed if nothing had to change.
 ///
@@ -46,7 +84,10 @@ const MASK: &str = "REDACTED";
 ///
 /// Text that is not a URL (an error message, a log line) is treated conservatively: every
 /// `name=value` pair with a secret name is redacted wherever it appears, and so is everything
-/// before an `@` after `://`.
+/// before an `@` after `://`; so are the word after `bearer`, `basic`, `apikey` or `api key`
+/// (`Authorization: bearer REDACTED`), the value after a secret name and a colon
+/// (`bad token: REDACTED`, `password: 'REDACTED'`) and anything shaped like a JWT
+/// (`eyJ….….…`).
 ///
 /// ```
 /// use stream_websocket::redact_url;
@@ -58,10 +99,14 @@ const MASK: &str = "REDACTED";
 ///     redact_url("wss://key@h/p?a=1;api%5Fkey=k#access_token=t"),
 ///     "wss://REDACTED@h/p?a=1;api%5Fkey=REDACTED#access_token=REDACTED"
 /// );
+/// assert_eq!(
+///     redact_url("refused: Authorization: apikey t1.k.s3cr3t"),
+///     "refused: Authorization: apikey REDACTED"
+/// );
 /// ```
 pub fn redact_url(url: &str) -> Cow<'_, str> {
     let shaped = mask_text(url);
-    if let Ok(mut parsed) = Url::parse(&shaped) {
+    if let Some(mut parsed) = parse_url(&shaped) {
         return match redact_parsed(&mut parsed) {
             // The text pass again, for what the parser's encoding turned into a user-info or a
             // pair elsewhere (in a path, say), so that redacting the result changes nothing.
@@ -71,20 +116,27 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
     }
     // The text pass only replaces text by `REDACTED`, so it should not make a URL unparsable;
     // if it ever does, the parser redacts the original.
-    if let Ok(mut parsed) = Url::parse(url) {
+    if let Some(mut parsed) = parse_url(url) {
         let redacted = redact_parsed(&mut parsed).unwrap_or_else(|| parsed.into());
         return Cow::Owned(mask_text(&redacted).into_owned());
     }
     shaped
 }
 
-/// The text pass: user-info after `://` and secret `name=value` pairs, wherever they are.
+fn parse_url(text: &str) -> Option<Url> {
+    work::add(text.len());
+    Url::parse(text).ok()
+}
+
+/// The text pass: user-info after `://`, secret `name=value` pairs, and credentials in free
+/// text, wherever they are.
 fn mask_text(text: &str) -> Cow<'_, str> {
-    then(mask_userinfo(text), mask_pairs)
+    then(then(mask_userinfo(text), mask_pairs), mask_words)
 }
 
 /// The user-info, query and fragment of a parsed URL, redacted: `None` if none held a secret.
 fn redact_parsed(url: &mut Url) -> Option<String> {
+    work::add(url.as_str().len());
     let mut changed = false;
     let has_userinfo = !url.username().is_empty() || url.password().is_some();
     if has_userinfo && (url.username() != MASK || url.password().is_some()) {
@@ -105,16 +157,25 @@ fn redact_parsed(url: &mut Url) -> Option<String> {
     changed.then(|| url.as_str().to_string())
 }
 
+/// The first index at or after `from` whose character matches `pred`, or the end of the text.
+/// `from` must be a character boundary.
+fn find_from(text: &str, from: usize, pred: impl FnMut(char) -> bool) -> usize {
+    let end = text[from..].find(pred).map_or(text.len(), |n| from + n);
+    work::add(end - from + 1);
+    end
+}
+
 /// Replaces, after each `://`, everything before the last `@` of the authority.
 fn mask_userinfo(text: &str) -> Cow<'_, str> {
     let ends_authority = |c: char| {
         matches!(c, '/' | '\\' | '?' | '#' | '"' | '\'' | '<' | '>' | '`') || c.is_whitespace()
     };
+    work::add(text.len());
+    // Each authority ends before the next `://` (which holds a `/`), so the scans do not overlap.
     let ranges = text.match_indices("://").filter_map(|(i, _)| {
         let start = i + 3;
-        let end = text[start..]
-            .find(ends_authority)
-            .map_or(text.len(), |n| start + n);
+        let end = find_from(text, start, ends_authority);
+        work::add(end - start);
         let at = text[start..end].rfind('@')?;
         (at > 0 && &text[start..start + at] != MASK).then_some(start..start + at)
     });
@@ -127,22 +188,30 @@ fn mask_userinfo(text: &str) -> Cow<'_, str> {
 /// `a=b?otp=c` loses `c`.
 fn mask_pairs(text: &str) -> Cow<'_, str> {
     let is_name_char = |c: char| {
-        c.is_ascii_alphanumeric() || matches!(c, '%' | '-' | '_' | '.' | '~' | '+') || !c.is_ascii()
+        c.is_ascii_alphanumeric()
+            || matches!(c, '%' | '-' | '_' | '.' | '~' | '+' | '[' | ']')
+            || !c.is_ascii()
     };
     let ends_value =
         |c: char| matches!(c, '&' | ';' | '#' | '"' | '\'' | '<' | '>' | '`') || c.is_whitespace();
     let mut ranges = Vec::new();
     let mut from = 0;
+    // The first value terminator at or after some position not after the current `=`: as the
+    // `=`s come in order, every value ending there ends at it too, so each byte is searched once
+    // (`a=a=a=…` would otherwise search to the end for every `=`).
+    let mut value_end = 0;
     while let Some(n) = text[from..].find('=') {
+        work::add(n + 1);
         let eq = from + n;
         // Separators are ASCII, so the name starts one byte after the last of them.
+        work::add(eq - from);
         let name_start = text[from..eq]
             .rfind(|c| !is_name_char(c))
             .map_or(from, |i| from + i + 1);
-        let value = eq + 1
-            ..text[eq + 1..]
-                .find(ends_value)
-                .map_or(text.len(), |i| eq + 1 + i);
+        if value_end <= eq {
+            value_end = find_from(text, eq + 1, ends_value);
+        }
+        let value = eq + 1..value_end;
         let secret = is_secret_name(&decode_name(&text[name_start..eq]));
         if secret && !value.is_empty() && &text[value.clone()] != MASK {
             from = value.end;
@@ -151,28 +220,142 @@ fn mask_pairs(text: &str) -> Cow<'_, str> {
             from = value.start;
         }
     }
+    work::add(text.len() - from);
     mask_ranges(text, ranges)
 }
 
 /// A query parameter name, percent-decoded (`+` is a space, as in forms).
 fn decode_name(name: &str) -> Cow<'_, str> {
+    work::add(name.len());
     url::form_urlencoded::parse(name.as_bytes())
         .next()
         .map_or(Cow::Borrowed(""), |(name, _)| name)
 }
 
-/// True if `name` ends with one of [`SECRET_QUERY_KEYS`], ignoring ASCII case, `-` and `_`.
+/// True if `name` ends with one of [`SECRET_QUERY_KEYS`], ignoring ASCII case, `-` and `_`. A
+/// name with brackets is judged by its last word that is not a number: `otp[]`, `otp[0]` and
+/// `auth[password]` are secret, `password[hint]` is not.
 fn is_secret_name(name: &str) -> bool {
+    work::add(name.len());
+    let last = name
+        .split(['[', ']'])
+        .rfind(|part| !part.is_empty() && !part.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_default();
     let folded = |s: &str| -> Vec<u8> {
         s.bytes()
             .filter(|b| !matches!(b, b'-' | b'_'))
             .map(|b| b.to_ascii_lowercase())
             .collect()
     };
-    let name = folded(name);
+    let name = folded(last);
     SECRET_QUERY_KEYS
         .iter()
         .any(|key| name.ends_with(&folded(key)))
+}
+
+/// Replaces credentials in free text: the word after a scheme word (`bearer`, `basic`,
+/// `apikey`, `api key`) and white space; the value after a secret name and a colon
+/// (`token: abc`, `password: "a b"`), unless that value is a scheme word followed by its own
+/// credential; and every JWT-shaped word (`eyJ` + base64url, with a `.`).
+fn mask_words(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+    let is_jwt = |b: u8| is_word(b) || b == b'.';
+    let is_blank = |b: u8| matches!(b, b' ' | b'\t');
+    // Where a credential after a scheme word or a colon ends.
+    let ends_token = |b: u8| {
+        b.is_ascii_whitespace()
+            || matches!(
+                b,
+                b'"' | b'\'' | b'`' | b'<' | b'>' | b',' | b';' | b'\\' | b')' | b'}' | b'&'
+            )
+    };
+    let skip = |mut i: usize, pred: &dyn Fn(u8) -> bool| {
+        while i < bytes.len() && pred(bytes[i]) {
+            i += 1;
+        }
+        i
+    };
+    let is_scheme = |word: &str| SCHEME_WORDS.iter().any(|s| word.eq_ignore_ascii_case(s));
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    let mut push = |range: Range<usize>| {
+        if !range.is_empty() && &text[range.clone()] != MASK {
+            ranges.push(range);
+        }
+    };
+    // The previous word, for `api key`.
+    let mut previous: Range<usize> = 0..0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_word(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if text[start..].starts_with("eyJ") {
+            let end = skip(start, &is_jwt);
+            work::add(end - start);
+            let jwt = &text[start..end];
+            if jwt.trim_end_matches('.').contains('.') {
+                push(start..end);
+                previous = 0..0;
+                i = end;
+                continue;
+            }
+        }
+        i = skip(start, &is_word);
+        work::add(i - start);
+        let word = &text[start..i];
+        let api_key = word.eq_ignore_ascii_case("key")
+            && previous.end + 1 == start
+            && bytes[previous.end] == b' '
+            && text[previous.clone()].eq_ignore_ascii_case("api");
+        previous = start..i;
+        // A scheme word, white space, a credential.
+        if is_scheme(word) || api_key {
+            let token = skip(i, &is_blank);
+            if token > i {
+                let end = skip(token, &|b| !ends_token(b));
+                work::add(end - i);
+                push(token..end);
+                i = end;
+            }
+            continue;
+        }
+        // A secret name, a colon, a value.
+        let colon = skip(i, &is_blank);
+        if bytes.get(colon) != Some(&b':')
+            || text[colon..].starts_with("://")
+            || !is_secret_name(word)
+        {
+            continue;
+        }
+        let value = skip(colon + 1, &is_blank);
+        work::add(value - i);
+        match bytes.get(value) {
+            Some(&quote @ (b'"' | b'\'')) => {
+                let end = skip(value + 1, &|b| b != quote);
+                work::add(end - value);
+                push(value + 1..end);
+                i = end;
+            }
+            Some(_) => {
+                let end = skip(value, &|b| !ends_token(b));
+                work::add(end - value);
+                let scheme_follows =
+                    is_scheme(&text[value..end]) && bytes.get(end).is_some_and(|&b| is_blank(b));
+                if scheme_follows {
+                    // `Authorization: bearer <jwt>`: the scheme word's rule takes the jwt.
+                    i = value;
+                } else {
+                    push(value..end);
+                    i = end;
+                }
+            }
+            None => {}
+        }
+    }
+    mask_ranges(text, ranges)
 }
 
 /// `text` with each range (ascending, not overlapping) replaced by `REDACTED`.
@@ -188,6 +371,7 @@ fn mask_ranges(text: &str, ranges: impl IntoIterator<Item = Range<usize>>) -> Co
         return Cow::Borrowed(text);
     }
     out.push_str(&text[copied..]);
+    work::add(out.len());
     Cow::Owned(out)
 }
 
@@ -228,7 +412,7 @@ fn redact_json_value(value: &mut Value) -> bool {
             }
         }
         Value::String(text) => {
-            if let Some(redacted) = owned(redact_url(text)) {
+            if let Some(redacted) = owned(redact_text(text)) {
                 *text = redacted;
                 changed = true;
             }
@@ -241,14 +425,17 @@ fn redact_json_value(value: &mut Value) -> bool {
 /// Returns a JSON body (of a request or response, for a log or an error) with its secrets
 /// replaced by `"REDACTED"`; borrowed if nothing had to change.
 ///
-/// At any depth, the value of a member with a secret name (`password`, `jwt`, `otp`, `apiKey`,
-/// `api_key`, `token`, `access_token`, `refresh_token`, `secret`, …; see [`SECRET_QUERY_KEYS`])
-/// is replaced unless it is `null` or `""`, and every other string goes through [`redact_url`].
-/// A body that holds a secret is written out again, compact.
+/// At any depth, the value of a member with a secret name (`password`, `passwd`, `jwt`, `otp`,
+/// `apiKey`, `api_key`, `token`, `access_token`, `refresh_token`, `secret`, `Authorization`,
+/// `credentials`, `private_key`, …; see [`SECRET_QUERY_KEYS`]) is replaced unless it is `null`
+/// or `""`. Every other string is treated as text, as below (so JSON quoted inside a string,
+/// `"{\"jwt\":\"…\"}"`, loses its secrets too). A body that holds a secret is written out again,
+/// compact.
 ///
 /// A body that is not JSON (cut short, or plain text) is treated as text: the value after
 /// `"<secret name>":` is replaced up to its end (or the end of the text), then the body goes
-/// through [`redact_url`].
+/// through [`redact_url`] (`name=value` pairs, user-info, `bearer <token>`, `token: <value>`,
+/// JWTs).
 ///
 /// ```
 /// use stream_websocket::redact_json;
@@ -257,8 +444,13 @@ fn redact_json_value(value: &mut Value) -> bool {
 ///     r#"{"auth":{"apiKey":"REDACTED"},"user":"me"}"#
 /// );
 /// assert_eq!(redact_json(r#"{"jwt":"eyJhbGciOi"#), r#"{"jwt":"REDACTED"#);
+/// assert_eq!(
+///     redact_json(r#"{"errorMessage":"bad {\"Authorization\":\"bearer abc\"}"}"#),
+///     r#"{"errorMessage":"bad {\"Authorization\":\"REDACTED\"}"}"#
+/// );
 /// ```
 pub fn redact_json(body: &str) -> Cow<'_, str> {
+    work::add(body.len());
     if let Ok(mut value) = serde_json::from_str::<Value>(body) {
         return if redact_json_value(&mut value) {
             Cow::Owned(value.to_string())
@@ -266,7 +458,12 @@ pub fn redact_json(body: &str) -> Cow<'_, str> {
             Cow::Borrowed(body)
         };
     }
-    then(mask_json_members(body), redact_url)
+    redact_text(body)
+}
+
+/// Text that may hold JSON members, URLs or credentials in prose.
+fn redact_text(text: &str) -> Cow<'_, str> {
+    then(mask_json_members(text), redact_url)
 }
 
 /// Replaces the values of members with a secret name in JSON text that may be cut short: the
@@ -275,15 +472,18 @@ fn mask_json_members(text: &str) -> Cow<'_, str> {
     let mut ranges: Vec<Range<usize>> = Vec::new();
     let mut from = 0;
     while let Some(n) = text[from..].find('"') {
+        work::add(n + 1);
         let start = from + n;
         let Some(end) = string_end(text, start) else {
             break;
         };
         from = end + 1;
         let rest = text[from..].trim_start();
+        work::add(text.len() - from - rest.len());
         let Some(after_colon) = rest.strip_prefix(':') else {
             continue;
         };
+        work::add(end - start);
         let name = serde_json::from_str::<String>(&text[start..=end])
             .unwrap_or_else(|_| text[start + 1..end].to_string());
         if !is_secret_name(&name) {
@@ -304,15 +504,18 @@ fn mask_json_members(text: &str) -> Cow<'_, str> {
 /// The index of the quote that closes the JSON string opening at `start`, if the text has it.
 fn string_end(text: &str, start: usize) -> Option<usize> {
     let mut escaped = false;
-    for (i, b) in text.bytes().enumerate().skip(start + 1) {
+    let bytes = &text.as_bytes()[start + 1..];
+    let end = bytes.iter().position(|&b| {
         match b {
             _ if escaped => escaped = false,
             b'\\' => escaped = true,
-            b'"' => return Some(i),
+            b'"' => return true,
             _ => {}
         }
-    }
-    None
+        false
+    });
+    work::add(end.map_or(bytes.len(), |n| n + 1));
+    end.map(|n| start + 1 + n)
 }
 
 /// What to mask of the JSON value starting at `start`: a string's content, an object or array
@@ -326,6 +529,7 @@ fn json_value_range(text: &str, start: usize) -> Range<usize> {
             let mut depth = 0usize;
             let mut i = start;
             while i < bytes.len() {
+                work::add(1);
                 match bytes[i] {
                     b'"' => i = string_end(text, i).unwrap_or(text.len()),
                     b'{' | b'[' => depth += 1,
@@ -342,10 +546,10 @@ fn json_value_range(text: &str, start: usize) -> Range<usize> {
             start..text.len()
         }
         _ => {
-            let len = text[start..]
-                .find(|c: char| matches!(c, ',' | '}' | ']') || c.is_whitespace())
-                .unwrap_or(text.len() - start);
-            start..start + len
+            let end = find_from(text, start, |c: char| {
+                matches!(c, ',' | '}' | ']') || c.is_whitespace()
+            });
+            start..end
         }
     }
 }
@@ -783,6 +987,28 @@ mod tests {
             }
         }
 
+        /// Doubling the input at most doubles the work (plus a little for where the copies
+        /// meet), and the work per input byte is bounded: every function is linear.
+        #[test]
+        fn redaction_work_is_linear(parts in proptest::collection::vec(
+            proptest::sample::select(&[
+                "wss://", "://", "@", "=", "&", ";", "#", "?", "/", "\\", "\"", "'", "{", "}",
+                "[", "]", ":", ",", " ", "\t", "%", "%7", "otp", "Token", "\"jwt\"", "null",
+                "REDACTED", "a", "1", "bearer", "api", "key", "eyJ", ".", "password: ",
+                "Authorization", "é",
+            ][..]),
+            1..12,
+        )) {
+            let unit = parts.concat();
+            let small = work_of(&unit.repeat(64));
+            let big = work_of(&unit.repeat(128));
+            prop_assert!(big <= 2 * small + 4 * 1024, "{:?}: {} -> {}", unit, small, big);
+            prop_assert!(
+                big <= 200 * 128 * unit.len() as u64 + 4096,
+                "{:?}: {} for {} bytes", unit, big, 128 * unit.len()
+            );
+        }
+
         #[test]
         fn any_text_is_redacted_without_panicking(text in prop_oneof![
             "\\PC{0,60}",
@@ -790,7 +1016,8 @@ mod tests {
                 proptest::sample::select(&[
                     "wss://", "://", "@", "=", "&", ";", "#", "?", "/", "\\", "\"", "'", "{",
                     "}", "[", "]", ":", ",", " ", "\t", "\n", "%", "%7", "%74", "é", "otp",
-                    "Token", "\"jwt\"", "null", "REDACTED", "a", "1",
+                    "Token", "\"jwt\"", "null", "REDACTED", "a", "1", "bearer", "Basic",
+                    "api", "key", "eyJ", ".", "pwd", "otp[]", "Authorization",
                 ][..]),
                 0..24,
             )
@@ -802,6 +1029,92 @@ mod tests {
             for name in ["authorization", "cookie", "set-cookie", "x-api-key", "accept"] {
                 let _ = redact_header(name, &text);
             }
+        }
+    }
+
+    #[test]
+    fn wider_names_brackets_and_free_text_credentials() {
+        for (input, expected) in [
+            (
+                "?Authorization=a1&passwd=p1&pwd=p2",
+                "?Authorization=REDACTED&passwd=REDACTED&pwd=REDACTED",
+            ),
+            (
+                "?credential=c1&credentials=c2&private_key=k1",
+                "?credential=REDACTED&credentials=REDACTED&private_key=REDACTED",
+            ),
+            (
+                "?otp[]=o1&otp[0]=o2&auth[password]=p1&password[hint]=h",
+                "?otp[]=REDACTED&otp[0]=REDACTED&auth[password]=REDACTED&password[hint]=h",
+            ),
+            ("?otp%5B%5D=o1", "?otp%5B%5D=REDACTED"),
+            (
+                "refused: Authorization: apikey t1.k.S1 (x)",
+                "refused: Authorization: apikey REDACTED (x)",
+            ),
+            (
+                "header was Bearer eyJh.eyJp.sig, sorry",
+                "header was Bearer REDACTED, sorry",
+            ),
+            ("BASIC dXNlcjpwdw==", "BASIC REDACTED"),
+            ("invalid API key t1.k.S1", "invalid API key REDACTED"),
+            ("bad token: abc.def", "bad token: REDACTED"),
+            ("password: 'a b c' end", "password: 'REDACTED' end"),
+            ("Authorization:bearer", "Authorization:REDACTED"),
+            (
+                "see eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln here",
+                "see REDACTED here",
+            ),
+            ("token expired; bearer", "token expired; bearer"),
+            ("wss://h/token:abc@x/", "wss://h/token:REDACTED"),
+            (
+                "the key is fine, api keys too",
+                "the key is fine, api keys too",
+            ),
+            ("eyJ alone and eyJx. too", "eyJ alone and eyJx. too"),
+        ] {
+            assert_eq!(redacted(input), expected, "{input}");
+        }
+        assert_eq!(
+            redact_json(
+                r#"{"passwd":"p1","x":{"pwd":1,"Authorization":"bearer b1"},"m":"{\"credentials\":{\"k\":\"c1\"}}"}"#
+            ),
+            r#"{"m":"{\"credentials\":REDACTED}","passwd":"REDACTED","x":{"Authorization":"REDACTED","pwd":"REDACTED"}}"#
+        );
+        assert_eq!(
+            redact_json(
+                r#"{"errorMessage":"invalid: Authorization: apikey K1","private_key":"k"}"#
+            ),
+            r#"{"errorMessage":"invalid: Authorization: apikey REDACTED","private_key":"REDACTED"}"#
+        );
+        assert_eq!(
+            redact_json(r#"{"errorMessage":"rejected {\"Authorization\":\"bearer j1\"}","#),
+            r#"{"errorMessage":"rejected {\"Authorization\":\"bearer REDACTED\"}","#
+        );
+    }
+
+    /// Work (bytes examined) of each redaction function on `text`.
+    fn work_of(text: &str) -> u64 {
+        work::take();
+        let _ = redact_url(text);
+        let _ = redact_json(text);
+        for name in ["authorization", "cookie", "set-cookie", "x-api-key"] {
+            let _ = redact_header(name, text);
+        }
+        work::take()
+    }
+
+    #[test]
+    fn work_counts_are_linear_on_known_worst_cases() {
+        for piece in [
+            "a=", "a=a", "=", "otp=", "x=1&", "\"a\":", "\"otp\":", "\"", "{\"a\":[", "://a@",
+            "bearer ", "token: ", "eyJ.", "api key ", "%", "[", "a=b?", " ", "\\\"",
+        ] {
+            let small = work_of(&piece.repeat(1000));
+            let big = work_of(&piece.repeat(2000));
+            assert!(small > 0, "{piece:?}");
+            assert!(big <= 2 * small + 2 * 1024, "{piece:?}: {small} -> {big}");
+            assert!(big <= 200 * 2000 * piece.len() as u64, "{piece:?}: {big}");
         }
     }
 

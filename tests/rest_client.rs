@@ -11,7 +11,8 @@ use base64::Engine as _;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use stream_websocket::gdn::{
-    Auth, Client, ConsumerOptions, InitialPosition, ProducerOptions, RestError, Scope,
+    Auth, Client, ClientBuilder, ConsumerOptions, InitialPosition, ProducerOptions, RestError,
+    Scope,
 };
 use stream_websocket::tungstenite::handshake::derive_accept_key;
 use stream_websocket::{Error, Publish, ReconnectConfig};
@@ -62,14 +63,38 @@ struct Reply {
     body: String,
     headers: Vec<(&'static str, String)>,
     delay: Option<Duration>,
+    /// Instead of `body`: this many bytes of `x`, then the connection stays open, silent.
+    stream: Option<Streamed>,
+}
+
+/// A body that never ends: `send` bytes, then silence with the connection open.
+#[derive(Debug, Clone, Copy)]
+struct Streamed {
+    /// The `Content-Length` announced; without one the body runs to the connection's close.
+    announce: Option<u64>,
+    send: usize,
 }
 
 fn reply(status: u16, body: Value) -> Reply {
+    text(status, &body.to_string())
+}
+
+/// A reply with this body as it is (not JSON).
+fn text(status: u16, body: &str) -> Reply {
     Reply {
         status,
         body: body.to_string(),
         headers: Vec::new(),
         delay: None,
+        stream: None,
+    }
+}
+
+/// A reply whose body announces `announce` bytes (or none), sends `send` and then stalls.
+fn endless(status: u16, announce: Option<u64>, send: usize) -> Reply {
+    Reply {
+        stream: Some(Streamed { announce, send }),
+        ..text(status, "")
     }
 }
 
@@ -246,6 +271,29 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let r = handler(&req, nth);
         if let Some(d) = r.delay {
             tokio::time::sleep(d).await;
+        }
+        if let Some(streamed) = r.stream {
+            let length = match streamed.announce {
+                Some(n) => format!("content-length: {n}"),
+                None => "connection: close".to_string(),
+            };
+            let head = format!("HTTP/1.1 {} Scripted\r\n{length}\r\n\r\n", r.status);
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < streamed.send {
+                let n = chunk.len().min(streamed.send - sent);
+                if s.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                sent += n;
+            }
+            // Silent, until the client goes away (or the test ends).
+            let mut sink = [0u8; 1024];
+            while let Ok(1..) = s.read(&mut sink).await {}
+            return;
         }
         let mut out = format!(
             "HTTP/1.1 {} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
@@ -911,7 +959,7 @@ async fn otp_failures_are_retried_by_the_stream_or_end_it() {
     };
     bounded(async {
         let e = fetch("t.busy.key").await;
-        assert!(matches!(e, Error::Factory(_)), "{e:?}");
+        assert!(is_rest(&e), "{e:?}");
         assert!(e.is_retryable());
         assert!(chain(&e).contains("errorNum 21"), "{}", chain(&e));
         let e = fetch("t.other.key").await;
@@ -980,6 +1028,532 @@ async fn secrets_stay_out_of_debug_and_errors() {
             let e = source.fetch().await.unwrap_err();
             check(&format!("{} {e:?}", chain(&e)));
         }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile and broken peers
+// ---------------------------------------------------------------------------------------------
+// The few helpers that name what the client added for them, so that the tests below read the
+// same whatever the error type looks like.
+
+/// The status and location of a refused redirect, if that is what `e` is.
+fn redirect_of(e: &RestError) -> Option<(u16, Option<String>)> {
+    match e {
+        RestError::Redirect {
+            status, location, ..
+        } => Some((*status, location.clone())),
+        _ => None,
+    }
+}
+
+/// True for a successful reply that was longer than the client reads.
+fn too_large(e: &RestError) -> bool {
+    matches!(e, RestError::ReplyTooLarge { .. })
+}
+
+/// True for a REST failure in the crate's error.
+fn is_rest(e: &Error) -> bool {
+    matches!(e, Error::Rest(_))
+}
+
+fn max_reply(builder: ClientBuilder, bytes: usize) -> ClientBuilder {
+    builder.max_reply_bytes(bytes)
+}
+
+/// Everything logged on this thread, at every level, while the guard lives.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    (capture, tracing::subscriber::set_default(subscriber))
+}
+
+/// Issue 19, item 1: a 3xx is refused with its status and (redacted) location; nothing goes to
+/// where it points, no credentials, no login, no publish turned into a GET.
+#[tokio::test]
+async fn redirects_are_refused_and_nothing_reaches_their_target() {
+    // Where the redirects point: it would hand out a token, a tenant and a one-time password.
+    let elsewhere = Mock::start(|_, _| {
+        ok(json!({"jwt": long_jwt(9), "tenant": "evil", "otp": "EVIL-OTP", "result": []}))
+    })
+    .await;
+    let target = elsewhere.url.clone();
+    let mock = Mock::start(move |req, _| {
+        let to = |status, path: &str| {
+            reply(status, json!({})).header("location", &format!("{target}{path}"))
+        };
+        match req.path() {
+            "/_open/auth" => to(307, "/_open/auth?otp=LOCATION-SECRET"),
+            "/apid/otp" => to(307, "/apid/otp"),
+            "/_api/user" => to(302, "/_api/user"),
+            STREAMS => to(308, STREAMS),
+            p if p.ends_with("/publish") => reply(301, json!({})).header("location", "/elsewhere"),
+            _ => reply(404, json!({})),
+        }
+    })
+    .await;
+    bounded(async {
+        // A login: the email and password would go to the other server, and its token and
+        // tenant would be used.
+        let e = login_client(&mock).tenant().await.unwrap_err();
+        let (status, location) = redirect_of(&e).unwrap_or_else(|| panic!("{e:?}"));
+        assert_eq!(status, 307);
+        let location = location.unwrap_or_default();
+        assert!(
+            location.starts_with(&format!("{}/_open/auth?otp=REDACTED", elsewhere.url)),
+            "{location}"
+        );
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("LOCATION-SECRET"), "{text}");
+        assert!(text.contains("redirects are refused"), "{text}");
+        assert!(!e.is_retryable());
+        assert_eq!(e.status(), Some(307));
+
+        let client = api_key_client(&mock);
+        // A one-time password from elsewhere, asked directly or for a socket.
+        let e = client.fetch_otp().await.unwrap_err();
+        assert_eq!(redirect_of(&e).map(|r| r.0), Some(307), "{e:?}");
+        let Auth::Otp(source) = client.otp_auth() else {
+            panic!("not an OTP auth")
+        };
+        let e = source.fetch().await.unwrap_err();
+        assert_eq!(e.http_status(), Some(307), "{e:?}");
+        assert!(!e.is_retryable(), "{e:?}");
+        // No tenant guessed past a redirect, no stream list from elsewhere.
+        let e = client.tenant().await.unwrap_err();
+        assert_eq!(redirect_of(&e).map(|r| r.0), Some(302), "{e:?}");
+        let e = client.list_streams(Scope::Global).await.unwrap_err();
+        assert_eq!(redirect_of(&e).map(|r| r.0), Some(308), "{e:?}");
+        // A publish is not turned into a body-less GET that "succeeds".
+        let e = client
+            .publish("orders", Scope::Global, "m")
+            .await
+            .unwrap_err();
+        assert_eq!(redirect_of(&e).map(|r| r.0), Some(301), "{e:?}");
+    })
+    .await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+    assert_eq!(mock.count("GET", "/elsewhere"), 0);
+    assert_eq!(mock.count("POST", "/_open/auth"), 1);
+    assert_eq!(
+        mock.count("POST", "/apid/otp"),
+        2,
+        "redirects are not retried"
+    );
+    assert_eq!(mock.count("GET", STREAMS), 1);
+}
+
+/// Issue 19, item 2: publish and create are not sent again after a reply that may mean they
+/// were carried out (500, 502, 504); 429 and 503 are retried for every call, and reads are
+/// retried after every 5xx.
+#[tokio::test]
+async fn calls_that_are_not_idempotent_are_not_repeated_after_a_possible_success() {
+    let publish = format!("{STREAMS}/c8globals.orders/publish");
+    let create = format!("{STREAMS}/orders");
+    for status in [500, 502, 504] {
+        let mock = Mock::start(move |_, _| gdn_error(status, 0, "upstream trouble")).await;
+        let client = api_key_client(&mock);
+        bounded(async {
+            let e = client
+                .publish("orders", Scope::Global, "once")
+                .await
+                .unwrap_err();
+            assert!(matches!(e, RestError::Server(_)), "{e:?}");
+            assert_eq!(e.status(), Some(status));
+            assert!(e.may_have_been_processed(), "{e:?}");
+            let e = client
+                .create_stream("orders", Scope::Global)
+                .await
+                .unwrap_err();
+            assert_eq!(e.status(), Some(status));
+            client.list_streams(Scope::Global).await.unwrap_err();
+            client
+                .delete_stream("orders", Scope::Global)
+                .await
+                .unwrap_err();
+        })
+        .await;
+        assert_eq!(mock.count("POST", &publish), 1, "publish after {status}");
+        assert_eq!(mock.count("POST", &create), 1, "create after {status}");
+        assert_eq!(mock.count("GET", STREAMS), 3, "list after {status}");
+        let deleted = format!("{STREAMS}/c8globals.orders");
+        assert_eq!(mock.count("DELETE", &deleted), 3, "delete after {status}");
+    }
+    for status in [429, 503] {
+        let mock = Mock::start(move |_, _| gdn_error(status, 0, "not now")).await;
+        let client = api_key_client(&mock);
+        bounded(async {
+            let e = client
+                .publish("orders", Scope::Global, "m")
+                .await
+                .unwrap_err();
+            assert_eq!(e.status(), Some(status));
+            assert!(!e.may_have_been_processed(), "{e:?}");
+            client
+                .create_stream("orders", Scope::Global)
+                .await
+                .unwrap_err();
+        })
+        .await;
+        assert_eq!(mock.count("POST", &publish), 3, "publish after {status}");
+        assert_eq!(mock.count("POST", &create), 3, "create after {status}");
+    }
+}
+
+/// Issue 19, item 2: a timeout after the request went out is not repeated for a publish, but
+/// is for a read; a connection that could not be made is retried for every call.
+#[tokio::test]
+async fn timeouts_repeat_only_idempotent_calls_and_refused_connections_repeat_all() {
+    let mock = Mock::start(|_, _| ok(json!({"result": []})).after(Duration::from_secs(20))).await;
+    let client = Client::builder(&mock.url)
+        .api_key(API_KEY)
+        .retry(fast_retry())
+        .request_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    bounded(async {
+        let e = client
+            .publish("orders", Scope::Global, "m")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RestError::Transport { .. }), "{e:?}");
+        assert!(e.may_have_been_processed(), "{e:?}");
+        client.list_streams(Scope::Global).await.unwrap_err();
+    })
+    .await;
+    let published = format!("{STREAMS}/c8globals.orders/publish");
+    assert_eq!(mock.count("POST", &published), 1);
+    assert_eq!(mock.count("GET", STREAMS), 3);
+
+    // Nothing listens: the request never went out, so even a publish is retried.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (logs, _guard) = capture_logs();
+    let client = Client::builder(format!("http://{addr}"))
+        .api_key(API_KEY)
+        .retry(fast_retry())
+        .build()
+        .unwrap();
+    let e = bounded(client.publish("orders", Scope::Global, "m"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RestError::Transport { .. }), "{e:?}");
+    assert!(!e.may_have_been_processed(), "{e:?}");
+    let logs = logs.text();
+    assert_eq!(
+        logs.matches("retrying GDN REST request").count(),
+        2,
+        "{logs}"
+    );
+}
+
+/// Issue 19, item 7: a delete repeated after a 502 or a timeout that then gets 404, and a create
+/// repeated after a 503 that then gets 409, may have found their own work: success. The same
+/// answers to a first try are still errors.
+#[tokio::test]
+async fn a_repeat_that_finds_its_own_work_done_succeeds() {
+    let mock = Mock::start(|req, nth| {
+        let name = req.path().rsplit('/').next().unwrap_or_default();
+        match (req.method.as_str(), name, nth) {
+            ("DELETE", "c8globals.gone", 0) => gdn_error(502, 0, "bad gateway"),
+            ("DELETE", "c8globals.slow", 0) => ok(json!({})).after(Duration::from_secs(20)),
+            ("DELETE", _, _) => gdn_error(404, 1203, "stream not found"),
+            ("POST", "made" | "again", 0) => gdn_error(503, 21, "busy"),
+            ("POST", _, _) => gdn_error(409, 581, "stream already exists"),
+            _ => reply(404, json!({})),
+        }
+    })
+    .await;
+    let client = Client::builder(&mock.url)
+        .api_key(API_KEY)
+        .retry(fast_retry())
+        .request_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let g = Scope::Global;
+    bounded(async {
+        client.delete_stream("gone", g).await.unwrap();
+        client.delete_stream("slow", g).await.unwrap();
+        let e = client.delete_stream("never", g).await.unwrap_err();
+        assert!(matches!(e, RestError::NotFound(_)), "{e:?}");
+        assert_eq!(
+            client.create_stream("made", g).await.unwrap(),
+            "c8globals.made"
+        );
+        assert!(client.create_stream_if_missing("again", g).await.unwrap());
+        let e = client.create_stream("taken", g).await.unwrap_err();
+        assert!(matches!(e, RestError::Conflict(_)), "{e:?}");
+        assert!(!client.create_stream_if_missing("taken", g).await.unwrap());
+    })
+    .await;
+    for (method, name, tries) in [
+        ("DELETE", "c8globals.gone", 2),
+        ("DELETE", "c8globals.slow", 2),
+        ("DELETE", "c8globals.never", 1),
+        ("POST", "made", 2),
+        ("POST", "again", 2),
+        ("POST", "taken", 2),
+    ] {
+        assert_eq!(
+            mock.count(method, &format!("{STREAMS}/{name}")),
+            tries,
+            "{method} {name}"
+        );
+    }
+}
+
+/// Issue 19, item 3: a successful reply is read up to the limit and no further, whether its
+/// length is announced or not; an error reply up to 64 KiB. Each server here announces or
+/// sends more, then stalls: a client that read on would wait for its timeout.
+#[tokio::test]
+async fn long_replies_are_cut_off_while_they_arrive() {
+    const MIB: usize = 1024 * 1024;
+    let mock = Mock::start(|req, _| match (req.path(), req.query()) {
+        (STREAMS, Some("global=true")) => endless(200, Some(512 * MIB as u64), 8 * MIB),
+        (STREAMS, _) => endless(200, None, 8 * MIB),
+        ("/_api/user", _) => endless(500, Some(512 * MIB as u64), MIB),
+        ("/datacenter/local", _) => ok(json!({"_key": "x".repeat(2000), "tags": {"url": "h"}})),
+        _ => reply(404, json!({})),
+    })
+    .await;
+    let client = api_key_client(&mock);
+    bounded(async {
+        for scope in [Scope::Global, Scope::Local] {
+            let e = client.list_streams(scope).await.unwrap_err();
+            assert!(too_large(&e), "{scope:?}: {e:?}");
+            assert!(!e.is_retryable());
+            assert!(e.to_string().contains("4194304 bytes"), "{e}");
+        }
+        // An error reply: its start is enough for the error.
+        let e = client.tenant().await.unwrap_err();
+        assert!(matches!(e, RestError::Server(_)), "{e:?}");
+        let message = e.api_error().unwrap().error_message.clone().unwrap();
+        assert!(
+            message.len() <= 256 && message.starts_with("xxxx"),
+            "{message}"
+        );
+
+        // The limit is the builder's.
+        assert_eq!(client.local_datacenter().await.unwrap().url, "h");
+        let small = max_reply(Client::builder(&mock.url).api_key(API_KEY), 1024)
+            .retry(fast_retry())
+            .build()
+            .unwrap();
+        let e = small.local_datacenter().await.unwrap_err();
+        assert!(too_large(&e), "{e:?}");
+    })
+    .await;
+    assert_eq!(mock.count("GET", STREAMS), 2, "not retried");
+    assert_eq!(mock.count("GET", "/_api/user"), 3, "a 500 is retried");
+    let e = Client::builder(&mock.url)
+        .api_key(API_KEY)
+        .max_reply_bytes(0)
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, RestError::Config(_)), "{e:?}");
+}
+
+/// Issue 19, item 4: a 200 KB error body of `a=a=…` (quadratic for the old redaction) gives a
+/// short message promptly: only its start is redacted. (That redaction is linear is checked by
+/// the work-counting tests in `src/redact.rs`.)
+#[tokio::test]
+async fn a_huge_error_body_of_redaction_bait_is_cut_before_it_is_redacted() {
+    let bait = "a=".repeat(100_000);
+    let mock = Mock::start(move |_, _| text(500, &bait)).await;
+    let e = bounded(api_key_client(&mock).list_streams(Scope::Global))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RestError::Server(_)), "{e:?}");
+    let message = e.api_error().unwrap().error_message.clone().unwrap();
+    assert!(
+        message.len() <= 256 && message.starts_with("a=a="),
+        "{message}"
+    );
+    assert_eq!(mock.count("GET", STREAMS), 3);
+}
+
+/// Issue 19, item 5: secrets a server sends back (the client's own key, password, JWT or
+/// one-time password, as text, in JSON inside a message, after `bearer`, as `passwd`, in a
+/// redirect's location or a reply that does not decode) reach no error, `Debug` output or log
+/// line, retries included.
+#[tokio::test]
+async fn secrets_a_server_echoes_reach_no_error_debug_or_log() {
+    let (logs, _guard) = capture_logs();
+    let token = long_jwt(0);
+    let otp = "OTP-ECHOED-0001";
+    let mock = Mock::start({
+        let token = token.clone();
+        move |req, nth| {
+            // The caller's own credential: its API key, or the password of the login.
+            let own = match req.header("authorization") {
+                Some(a) if a.starts_with("apikey") => API_KEY,
+                _ => PASSWORD,
+            };
+            match (req.method.as_str(), req.path(), req.query()) {
+                ("POST", "/_open/auth", _) => ok(json!({"jwt": token, "tenant": "t1"})),
+                ("POST", "/apid/otp", _) if nth % 3 == 0 => ok(json!({"otp": otp})),
+                ("POST", "/apid/otp", _) => gdn_error(
+                    403,
+                    11,
+                    &format!("one-time password {otp} was used already"),
+                ),
+                ("GET", STREAMS, Some("global=true")) => {
+                    gdn_error(503, 21, &format!("invalid API key {own}"))
+                }
+                ("GET", STREAMS, _) => ok(json!({"result": own})),
+                ("DELETE", _, _) => text(500, &format!("refused Authorization: apikey {own}")),
+                ("GET", "/datacenter/local", _) => gdn_error(
+                    400,
+                    4,
+                    &format!(
+                        "rejected {{\"Authorization\":\"bearer {token}\"}}, \"passwd\":\"{own}\""
+                    ),
+                ),
+                ("POST", p, _) if p.ends_with("/publish") => reply(302, json!({}))
+                    .header("location", &format!("http://127.0.0.1:9/x?k={own}")),
+                ("POST", _, _) => text(400, &format!("bad token: {token}; echo {own}")),
+                _ => reply(404, json!({})),
+            }
+        }
+    })
+    .await;
+    let signature = token.rsplit('.').next().unwrap().to_string();
+    let payload = token.split('.').nth(1).unwrap().to_string();
+    let common = [signature.as_str(), payload.as_str(), token.as_str(), otp];
+    let check = |what: &str, own: &str, text: &str| {
+        for s in common.iter().chain([&own]) {
+            assert!(!text.contains(s), "{what}: {s:?} in {text:?}");
+        }
+    };
+    let mut errors = 0;
+    for (client, own) in [
+        (api_key_client(&mock), "SUPERSECRETKEY"),
+        (login_client(&mock), PASSWORD),
+    ] {
+        bounded(async {
+            assert_eq!(client.fetch_otp().await.unwrap().expose(), otp);
+            let g = Scope::Global;
+            let results = [
+                client.fetch_otp().await.map(drop),
+                client.list_streams(g).await.map(drop),
+                client.list_streams(Scope::Local).await.map(drop),
+                client.delete_stream("orders", g).await,
+                client.local_datacenter().await.map(drop),
+                client.publish("orders", g, "m").await,
+                client.create_stream("orders", g).await.map(drop),
+            ];
+            for result in results {
+                let e = result.unwrap_err();
+                check("RestError", own, &format!("{e} {e:?}"));
+                let crate_error = Error::from(e);
+                check(
+                    "Error",
+                    own,
+                    &format!("{} {crate_error:?}", chain(&crate_error)),
+                );
+                errors += 1;
+            }
+            let Auth::Otp(source) = client.otp_auth() else {
+                panic!("not an OTP auth")
+            };
+            let e = source.fetch().await.unwrap_err();
+            check("otp_auth", own, &format!("{} {e:?}", chain(&e)));
+        })
+        .await;
+    }
+    assert_eq!(errors, 14);
+    let logs = logs.text();
+    assert!(logs.contains("retrying GDN REST request"), "{logs}");
+    check("logs", "SUPERSECRETKEY", &logs);
+    check("logs", PASSWORD, &logs);
+    // The messages still say what happened.
+    assert!(logs.contains("invalid API key REDACTED"), "{logs}");
+}
+
+/// Issue 19, item 6: a REST failure in the crate's error says it is one (not "handshake
+/// rejected"), has the `RestError` as its source and is retried exactly when the `RestError`
+/// is retryable: an unexpected reply is final.
+#[tokio::test]
+async fn rest_failures_in_the_crate_error_are_named_as_such() {
+    let mock = Mock::start(|req, _| {
+        let key = req.header("authorization").unwrap_or_default();
+        if key.contains("busy") {
+            gdn_error(503, 21, "busy")
+        } else if key.contains("bad") {
+            gdn_error(400, 4, "bad request")
+        } else {
+            ok(json!({"no": "otp"}))
+        }
+    })
+    .await;
+    let fetch = |key: &'static str| {
+        let client = Client::builder(&mock.url)
+            .api_key(key)
+            .retry(fast_retry())
+            .build()
+            .unwrap();
+        async move {
+            let Auth::Otp(source) = client.otp_auth() else {
+                panic!("not an OTP auth")
+            };
+            source.fetch().await.unwrap_err()
+        }
+    };
+    bounded(async {
+        let e = fetch("t.bad.key").await;
+        assert!(is_rest(&e), "{e:?}");
+        assert_eq!(e.to_string(), "GDN REST request failed");
+        let text = chain(&e);
+        assert_eq!(
+            text,
+            "GDN REST request failed: request refused: POST /apid/otp answered HTTP 400 \
+             (errorNum 4): bad request"
+        );
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.downcast_ref::<RestError>().is_some(), "{source:?}");
+        assert_eq!(e.http_status(), Some(400));
+        assert!(!e.is_retryable());
+
+        let e = fetch("t.empty.key").await;
+        assert!(is_rest(&e), "{e:?}");
+        assert!(chain(&e).contains("no `otp` string"), "{}", chain(&e));
+        assert!(!e.is_retryable(), "an unexpected reply is final: {e:?}");
+
+        let e = fetch("t.busy.key").await;
+        assert!(is_rest(&e) && e.is_retryable(), "{e:?}");
+        assert_eq!(e.http_status(), Some(503));
     })
     .await;
 }
@@ -1143,5 +1717,112 @@ mod tls {
             let e = bad.api_key(API_KEY).build().unwrap_err();
             assert!(matches!(e, RestError::Config(_)), "{e:?}");
         }
+    }
+
+    /// Issue 19, item 1: an `https` server redirecting to `http` on its own port (where reqwest
+    /// would keep the `Authorization` header) gets nothing over plain text. The port speaks both:
+    /// TLS to a client hello, plain HTTP otherwise.
+    #[tokio::test]
+    async fn https_is_never_downgraded_to_http_on_the_same_port() {
+        let (pem, acceptor) = self_signed();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let over_tls: Arc<Handler> = Arc::new(move |req: &Req, _| {
+            reply(307, json!({})).header(
+                "location",
+                &format!("http://127.0.0.1:{port}{}", req.path()),
+            )
+        });
+        let over_plain: Arc<Handler> = Arc::new(|_: &Req, _| ok(json!({"otp": "PLAIN-TEXT-OTP"})));
+        let (tls_log, plain_log) = (Arc::default(), Arc::<Mutex<Vec<Req>>>::default());
+        let server = tokio::spawn({
+            let (tls_log, plain_log) = (Arc::clone(&tls_log), Arc::clone(&plain_log));
+            async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let mut first = [0u8; 1];
+                    if tcp.peek(&mut first).await.is_err() {
+                        continue;
+                    }
+                    if first[0] == 0x16 {
+                        let (acceptor, handler, log) =
+                            (acceptor.clone(), over_tls.clone(), Arc::clone(&tls_log));
+                        tokio::spawn(async move {
+                            if let Ok(s) = acceptor.accept(tcp).await {
+                                serve(s, handler, log).await;
+                            }
+                        });
+                    } else {
+                        tokio::spawn(serve(tcp, over_plain.clone(), Arc::clone(&plain_log)));
+                    }
+                }
+            }
+        });
+        let client = Client::builder(format!("https://127.0.0.1:{port}"))
+            .add_root_certificate_pem(pem.as_bytes())
+            .api_key(API_KEY)
+            .retry(fast_retry())
+            .build()
+            .unwrap();
+        let e = bounded(client.fetch_otp()).await.unwrap_err();
+        server.abort();
+        assert_eq!(redirect_of(&e).map(|r| r.0), Some(307), "{e:?}");
+        assert_eq!(tls_log.lock().unwrap().len(), 1);
+        let plain = plain_log.lock().unwrap().clone();
+        assert!(plain.is_empty(), "sent over plain http: {plain:?}");
+    }
+
+    /// Issue 19, item 16: a certificate refused while fetching a one-time password is
+    /// `Error::Tls`, which ends the stream as it does on the socket, instead of a retried
+    /// failure; the client does not retry it either.
+    #[tokio::test]
+    async fn a_refused_certificate_while_fetching_an_otp_ends_the_stream() {
+        let (_pem, acceptor) = self_signed();
+        let mock = Mock::start_tls(|_, _| ok(json!({"otp": "o1"})), acceptor).await;
+        let port = mock.url.rsplit(':').next().unwrap().to_string();
+        let client = Client::builder(&mock.url)
+            .api_key(API_KEY)
+            .tenant("t1")
+            .socket_server(format!("wss://127.0.0.1:{port}"))
+            .retry(fast_retry())
+            .build()
+            .unwrap();
+        let (logs, _guard) = capture_logs();
+        bounded(async {
+            let e = client.fetch_otp().await.unwrap_err();
+            assert!(matches!(e, RestError::Transport { .. }), "{e:?}");
+            assert!(!e.is_retryable(), "{e:?}");
+            let Auth::Otp(source) = client.otp_auth() else {
+                panic!("not an OTP auth")
+            };
+            let e = source.fetch().await.unwrap_err();
+            assert!(matches!(e, Error::Tls(_)), "{e:?}");
+            assert!(!e.is_retryable());
+            let text = chain(&e);
+            assert!(
+                text.starts_with("TLS handshake failed: POST /apid/otp failed"),
+                "{text}"
+            );
+
+            // A consumer from the client ends at the first attempt.
+            let config = ReconnectConfig::builder()
+                .min_delay(Duration::from_millis(1))
+                .max_delay(Duration::from_millis(5))
+                .max_retries(5)
+                .build()
+                .unwrap();
+            let mut consumer = client
+                .consumer_with_config("orders", Scope::Global, ConsumerOptions::new("s"), config)
+                .await
+                .unwrap();
+            let end = consumer.next().await;
+            assert!(matches!(end, Some(Err(Error::Tls(_)))), "{end:?}");
+        })
+        .await;
+        assert!(
+            !logs.text().contains("retrying GDN REST request"),
+            "{}",
+            logs.text()
+        );
+        assert_eq!(mock.requests().len(), 0);
     }
 }

@@ -1,19 +1,21 @@
-//! One REST request: headers, the reply's status and body, retries with backoff, and the one new
-//! login after a refused token.
+//! One REST request: headers, the reply's status and body (read up to a limit), retries with
+//! backoff as far as the call allows, and the one new login after a refused token.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use reqwest::header::{
-    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER,
 };
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::auth::{Credentials, Token};
-use super::error::{ApiError, RestError};
+use super::error::{redirect_location, ApiError, RestError};
+use super::secrets::KnownSecrets;
+use super::MAX_ERROR_REPLY_BYTES;
 use crate::backoff::{Backoff, Rng};
 use crate::config::ReconnectConfig;
 use crate::Secret;
@@ -26,11 +28,12 @@ pub(super) struct Call {
     query: Option<String>,
     content_type: Option<&'static str>,
     body: Vec<u8>,
-    /// Safe to send again after a failure that may have reached the server (a timeout, a reset
-    /// connection). Everything but a publish is.
+    /// Safe to send again after a failure that may have been carried out
+    /// ([`RestError::may_have_been_processed`]: 500, 502, 504, a timeout or reset after the
+    /// request went out). Everything but a publish and a stream creation is.
     idempotent: bool,
-    /// Retry 429, 5xx and transport errors here. Off where a caller retries on its own (the
-    /// one-time passwords of a reconnecting stream).
+    /// Retry transient failures here. Off where a caller retries on its own (the one-time
+    /// passwords of a reconnecting stream).
     retry: bool,
 }
 
@@ -84,6 +87,22 @@ impl Call {
     pub(super) fn label(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
+
+    /// Whether to try again after `error`: 429 and 503 always, other transient failures only if
+    /// the request cannot have been carried out or may be repeated.
+    fn retries(&self, error: &RestError) -> bool {
+        self.retry && error.is_retryable() && (self.idempotent || !error.may_have_been_processed())
+    }
+}
+
+/// What came of a call.
+pub(super) struct Outcome {
+    /// The reply body of a 2xx, or the error of the last try.
+    pub(super) result: Result<Bytes, RestError>,
+    /// True if a try before the last one failed in a way that the server may have carried out
+    /// anyway (a 5xx, or a transport error after the request went out): the last try's "exists
+    /// already" or "not found" may then be the first one's doing.
+    pub(super) repeated_after_possible_success: bool,
 }
 
 /// The login state: the current token and how many logins made it (so that callers who saw the
@@ -109,22 +128,52 @@ pub(super) struct Transport {
     pub(super) credentials: Credentials,
     pub(super) retry: ReconnectConfig,
     pub(super) token: Mutex<TokenState>,
+    /// The longest successful reply body read, in bytes.
+    pub(super) max_reply: usize,
+    /// The client's own secrets, replaced wherever a server's text echoes them.
+    pub(super) known: KnownSecrets,
 }
 
 impl Transport {
     /// Sends `call` with the client's credentials. A 401 on a token from an email login makes one
     /// new login and one more try; the second 401 is returned.
     pub(super) async fn execute(&self, call: &Call) -> Result<Bytes, RestError> {
+        self.run(call).await.result
+    }
+
+    /// [`execute`](Self::execute), also saying whether an earlier try may have been carried out.
+    pub(super) async fn run(&self, call: &Call) -> Outcome {
         let mut renewed = false;
+        let mut repeated_after_possible_success = false;
         loop {
-            let auth = self.authorization().await?;
-            match self.retrying(call, Some(&auth.header)).await {
+            let auth = match self.authorization().await {
+                Ok(auth) => auth,
+                Err(e) => {
+                    return Outcome {
+                        result: Err(e),
+                        repeated_after_possible_success,
+                    }
+                }
+            };
+            let outcome = self.retrying(call, Some(&auth.header)).await;
+            repeated_after_possible_success |= outcome.repeated_after_possible_success;
+            match outcome.result {
                 Err(RestError::Unauthorized(_)) if !renewed && auth.login.is_some() => {
                     tracing::debug!(request = %call.label(), "token refused; logging in again");
                     renewed = true;
-                    self.renew(auth.login.unwrap_or_default()).await?;
+                    if let Err(e) = self.renew(auth.login.unwrap_or_default()).await {
+                        return Outcome {
+                            result: Err(e),
+                            repeated_after_possible_success,
+                        };
+                    }
                 }
-                other => return other,
+                result => {
+                    return Outcome {
+                        result,
+                        repeated_after_possible_success,
+                    }
+                }
             }
         }
     }
@@ -180,7 +229,7 @@ impl Transport {
         let call =
             Call::post("/_open/auth").body(Some("application/json"), body.to_string().into());
         tracing::debug!("logging in to GDN");
-        let reply = self.retrying(&call, None).await?;
+        let reply = self.retrying(&call, None).await.result?;
         // Field by field, so that a decode error never quotes the token.
         let reply: Value = serde_json::from_slice(&reply)
             .map_err(|_| RestError::decode(&call.label(), "the reply is not JSON"))?;
@@ -189,6 +238,7 @@ impl Transport {
             .and_then(Value::as_str)
             .filter(|j| !j.is_empty())
             .ok_or_else(|| RestError::decode(&call.label(), "no `jwt` string in the reply"))?;
+        self.known.add_jwt(jwt);
         let tenant = reply
             .get("tenant")
             .and_then(Value::as_str)
@@ -196,24 +246,35 @@ impl Transport {
         Ok(Token::new(jwt, tenant, SystemTime::now()))
     }
 
-    /// Sends `call`, retrying 429, 5xx and transport errors with the backoff policy.
-    async fn retrying(&self, call: &Call, auth: Option<&Secret>) -> Result<Bytes, RestError> {
+    /// Sends `call`, retrying with the backoff policy what [`Call::retries`] allows.
+    async fn retrying(&self, call: &Call, auth: Option<&Secret>) -> Outcome {
         let mut backoff: Option<Backoff> = None;
+        let mut repeated_after_possible_success = false;
+        let mut possible_success = false;
         loop {
+            repeated_after_possible_success |= possible_success;
             let error = match self.send(call, auth).await {
-                Ok(body) => return Ok(body),
+                Ok(body) => {
+                    return Outcome {
+                        result: Ok(body),
+                        repeated_after_possible_success,
+                    }
+                }
                 Err(e) => e,
             };
-            if !call.retry
-                || !error.is_retryable()
-                || (!call.idempotent && error.may_have_reached_server())
-            {
-                return Err(error);
+            let give_up = move |error| Outcome {
+                result: Err(error),
+                repeated_after_possible_success,
+            };
+            if !call.retries(&error) {
+                return give_up(error);
             }
+            possible_success =
+                matches!(error, RestError::Server(_)) || error.may_have_been_processed();
             let backoff = backoff
                 .get_or_insert_with(|| Backoff::new(*self.retry.backoff(), Rng::entropy_seed()));
             let Some(delay) = backoff.next_delay() else {
-                return Err(error);
+                return give_up(error);
             };
             // The crate's schedule starts with a quick first reconnect, which suits a dropped
             // socket but not a server that just said it is busy: the first retry waits the
@@ -272,22 +333,50 @@ impl Transport {
             request: label.clone(),
             source: Arc::new(e.without_url()),
         };
-        let response = request.send().await.map_err(transport)?;
+        // The client follows no redirect (see `ClientBuilder::build`): a 3xx arrives here.
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
+        tracing::debug!(request = %label, status, "GDN REST reply");
+        if (300..400).contains(&status) {
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .map(|l| redirect_location(l.as_bytes(), &self.known));
+            return Err(RestError::Redirect {
+                request: label,
+                status,
+                location,
+            });
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::retry_after::parse(v, SystemTime::now()));
-        let body = response.bytes().await.map_err(transport)?;
-        tracing::debug!(request = %label, status, "GDN REST reply");
-        if !(200..300).contains(&status) {
+        let success = (200..300).contains(&status);
+        let limit = if success {
+            self.max_reply
+        } else {
+            MAX_ERROR_REPLY_BYTES
+        };
+        let (body, complete) = read_body(&mut response, limit, success)
+            .await
+            .map_err(transport)?;
+        if !success {
             return Err(RestError::from_status(ApiError::from_reply(
                 label,
                 status,
                 &body,
+                !complete,
                 retry_after,
+                &self.known,
             )));
+        }
+        if !complete {
+            return Err(RestError::ReplyTooLarge {
+                request: label,
+                limit,
+            });
         }
         // jsc8 treats a 2xx whose body says `"error": true` as a failure too.
         if body.first() == Some(&b'{') {
@@ -302,11 +391,38 @@ impl Transport {
                         label,
                         code,
                         &body,
+                        false,
                         retry_after,
+                        &self.known,
                     )));
                 }
             }
         }
-        Ok(body)
+        Ok(Bytes::from(body))
     }
+}
+
+/// Reads at most `limit` bytes of the reply body, chunk by chunk as they arrive (never holding
+/// more than the limit); `false` if the body is longer. If only the `whole` body will do, one
+/// announced longer by its `Content-Length` is not read at all.
+async fn read_body(
+    response: &mut reqwest::Response,
+    limit: usize,
+    whole: bool,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let announced = response.content_length();
+    if whole && announced.is_some_and(|n| n > limit as u64) {
+        return Ok((Vec::new(), false));
+    }
+    let capacity = announced.map_or(0, |n| n.min(limit as u64) as usize);
+    let mut body = Vec::with_capacity(capacity.min(64 * 1024));
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }

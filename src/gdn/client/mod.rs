@@ -45,16 +45,58 @@
 //!   alike), with any user-info part dropped (a local stand-in answers `gdn@127.0.0.1:<port>`,
 //!   which gives `wss://127.0.0.1:<port>`); `ws://` when the REST base is `http://`.
 //!   [`ClientBuilder::socket_server`] sets it instead. Looked up once.
-//! * **Retries.** 429, 5xx and transport errors are retried with the crate's backoff (default:
-//!   3 retries after about 0.5 s, 0.5 s and 1 s; see [`ClientBuilder::retry`]); other
-//!   statuses are returned at once as a typed [`RestError`].
+//! * **Retries.** Transient failures are retried with the crate's backoff (default: 3 retries
+//!   after about 0.5 s, 0.5 s and 1 s; see [`ClientBuilder::retry`]) as far as the call allows;
+//!   see [below](#retries). Other statuses are returned at once as a typed [`RestError`].
 //!
-//! Secrets (the API key, password, JWT and one-time passwords) are kept as
-//! [`Secret`]s: they appear in no `Debug` output, error or log line.
+//! # Retries
+//!
+//! What a call does again after a failure depends on whether repeating it is safe:
+//!
+//! | call | request | retried after |
+//! |---|---|---|
+//! | [`Client::tenant`], [`Client::local_datacenter`], [`Client::socket_server`], [`Client::list_streams`], [`Client::stream_exists`] | `GET` | 429, 5xx, any transport error |
+//! | the login (`POST /_open/auth`), [`Client::fetch_otp`] (`POST /apid/otp`) | `POST`, idempotent: a repeat only issues another token or password | 429, 5xx, any transport error |
+//! | [`Client::delete_stream`] | `DELETE` | 429, 5xx, any transport error |
+//! | [`Client::create_stream`], [`Client::create_stream_if_missing`], [`Client::publish`] | `POST`, **not** idempotent | 429, 503, and transport errors before the request was sent (the connection could not be made) |
+//! | [`Client::otp_auth`] (a stream's connection attempts) | `POST /apid/otp` | nothing: the stream retries a failed attempt ([`Error::Rest`]) with its own backoff |
+//!
+//! A call that is not idempotent is never sent again after a failure that the server may have
+//! carried out ([`RestError::may_have_been_processed`]: 500, 502, 504 and other 5xx but 503, a
+//! timeout or a reset connection after the request went out): a publish could be stored twice.
+//! A refused TLS certificate is never retried. A 401 on a JWT from an email login makes one new
+//! login and one more try, for every call.
+//!
+//! A repeat can find the work of the try before it done: a [`Client::delete_stream`] repeated
+//! after a 5xx or a timeout that then gets 404, or a [`Client::create_stream`] repeated after a
+//! 503 that then gets 409 (errorNum 581), counts as success.
+//!
+//! # What the client refuses
+//!
+//! * **Redirects.** GDN needs none, and following one could send the credentials, a login or a
+//!   message to another server, or over `http` from an `https` base, or turn a publish into a
+//!   body-less `GET`. A 3xx reply fails the call with [`RestError::Redirect`] (status and the
+//!   redacted `Location`).
+//! * **Long replies.** A successful reply's body is read up to
+//!   [`ClientBuilder::max_reply_bytes`] (default [`DEFAULT_MAX_REPLY_BYTES`], 4 MiB), checked
+//!   while it arrives; a longer one fails the call with [`RestError::ReplyTooLarge`]. Of an error
+//!   reply only the first [`MAX_ERROR_REPLY_BYTES`] (64 KiB) are read, and of its message at most
+//!   1 KiB is redacted and 256 bytes kept.
+//!
+//! # Secrets
+//!
+//! The API key, password, JWT and one-time passwords are kept as [`Secret`]s: they appear in no
+//! `Debug` output, error or log line. A server's text (an error message, a redirect's
+//! `Location`) has them replaced by `REDACTED` wherever it echoes them (the API key or
+//! password, the last 4 JWTs and the last 32 one-time passwords the client received, each as
+//! written, JSON-escaped or percent-encoded; values shorter than 4 bytes are not looked for),
+//! and then goes through [`redact_json`](crate::redact_json) or [`redact_url`] for secrets of
+//! other kinds.
 
 mod auth;
 mod error;
 mod http;
+mod secrets;
 #[cfg(feature = "rustls")]
 mod tls;
 
@@ -70,6 +112,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use self::auth::{tenant_from_api_key, Credentials};
 use self::http::{Call, Transport};
+use self::secrets::KnownSecrets;
 use crate::backoff::Jitter;
 use crate::config::ReconnectConfig;
 use crate::error::Error;
@@ -85,6 +128,14 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long opening the TCP (and TLS) connection of a REST request may take by default: 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest successful REST reply body read by default: 4 MiB. See
+/// [`ClientBuilder::max_reply_bytes`].
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+/// How much of an error reply's body is read: 64 KiB. The rest is not read; the error keeps at
+/// most 256 bytes of the message.
+pub const MAX_ERROR_REPLY_BYTES: usize = 64 * 1024;
 
 /// Whether a GDN stream is global (replicated to every region of the fabric) or local (kept in
 /// one region).
@@ -178,6 +229,7 @@ pub struct ClientBuilder {
     retry: Option<ReconnectConfig>,
     request_timeout: Duration,
     connect_timeout: Duration,
+    max_reply: usize,
     connect: ConnectOptions,
     create_missing: bool,
     #[cfg(feature = "rustls")]
@@ -236,16 +288,17 @@ impl ClientBuilder {
         self
     }
 
-    /// The backoff for retrying 429, 5xx and transport errors: the policy's minimum and maximum
-    /// delay, growth factor, retry cap and jitter are used (its other settings are for
-    /// streams). The first retry waits the minimum delay (where a stream's first reconnect is
-    /// drawn from its short first-reconnect window); a `Retry-After` header (delay-seconds or an
-    /// HTTP date) lengthens a wait, up to the maximum delay.
+    /// The backoff for retrying transient failures (429, 5xx, transport errors): the policy's
+    /// minimum and maximum delay, growth factor, retry cap and jitter are used (its other
+    /// settings are for streams). The first retry waits the minimum delay (where a stream's
+    /// first reconnect is drawn from its short first-reconnect window); a `Retry-After` header
+    /// (delay-seconds or an HTTP date) lengthens a wait, up to the maximum delay.
     /// Default: at most 3 retries, a 500 ms minimum, growth 2, a 5 s maximum and ±20 % jitter
     /// (waits of about 0.5 s, 0.5 s and 1 s).
     ///
-    /// A request that may have reached the server (a timeout, a reset connection) is repeated
-    /// only if it is idempotent: every call but [`Client::publish`].
+    /// Which failures each call retries is in the [module documentation](self#retries): a call
+    /// that is not idempotent ([`Client::publish`], [`Client::create_stream`]) is repeated only
+    /// after 429, 503 or a connection that could not be made.
     pub fn retry(mut self, config: ReconnectConfig) -> Self {
         self.retry = Some(config);
         self
@@ -260,6 +313,17 @@ impl ClientBuilder {
     /// How long opening a REST connection may take. Default: [`DEFAULT_CONNECT_TIMEOUT`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// The longest body of a successful reply the client reads, in bytes; a longer one fails the
+    /// call with [`RestError::ReplyTooLarge`], checked while the body arrives (and before, from
+    /// its `Content-Length`), so no more than this is ever held. Error replies are read up to
+    /// [`MAX_ERROR_REPLY_BYTES`] whatever this says. Must be at least 1 ([`build`](Self::build)
+    /// checks). Default: [`DEFAULT_MAX_REPLY_BYTES`] (4 MiB), far above what GDN sends
+    /// ([`Client::list_streams`] of a busy fabric is the longest).
+    pub fn max_reply_bytes(mut self, bytes: usize) -> Self {
+        self.max_reply = bytes;
         self
     }
 
@@ -313,13 +377,24 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// [`RestError::Config`] for a base URL that is not `http[s]://host[:port][/path]` (or has
-    /// credentials, a query or a fragment), `https` without a TLS feature, no credentials, or a
-    /// root certificate that cannot be read; [`RestError::Url`] for an invalid fabric.
+    /// credentials, a query or a fragment), `https` without a TLS feature, no credentials, a
+    /// zero [`max_reply_bytes`](Self::max_reply_bytes), or a root certificate that cannot be
+    /// read; [`RestError::Url`] for an invalid fabric.
     pub fn build(self) -> Result<Client, RestError> {
         let base = parse_base(&self.base_url)?;
         let credentials = self.credentials.ok_or_else(|| {
             RestError::Config("no credentials: set api_key(...) or login(...)".into())
         })?;
+        if self.max_reply == 0 {
+            return Err(RestError::Config(
+                "max_reply_bytes must be at least 1".into(),
+            ));
+        }
+        let known = KnownSecrets::default();
+        match &credentials {
+            Credentials::ApiKey(key) => known.add_fixed(key.expose()),
+            Credentials::Login { password, .. } => known.add_fixed(password.expose()),
+        }
         // Checks the fabric as a stream URL will need it.
         Topic::gdn("tenant", &self.fabric, "stream", false)?;
         let retry = match self.retry {
@@ -332,6 +407,8 @@ impl ClientBuilder {
         let mut http = reqwest::Client::builder()
             .timeout(self.request_timeout)
             .connect_timeout(self.connect_timeout)
+            // GDN needs no redirect: a 3xx is returned as `RestError::Redirect`.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("stream-websocket/", env!("CARGO_PKG_VERSION")));
         #[cfg(feature = "rustls")]
         {
@@ -358,6 +435,8 @@ impl ClientBuilder {
                     credentials,
                     retry,
                     token: Mutex::default(),
+                    max_reply: self.max_reply,
+                    known,
                 },
                 fabric: self.fabric,
                 tenant: OnceCell::new_with(self.tenant),
@@ -367,6 +446,11 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// True for "the stream exists already": 409, or GDN's errorNum 581 with another status.
+fn exists_already(e: &RestError) -> bool {
+    matches!(e, RestError::Conflict(_)) || e.error_num() == Some(581)
 }
 
 /// The REST retry policy used unless [`ClientBuilder::retry`] sets one.
@@ -474,6 +558,7 @@ impl Client {
             retry: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_reply: DEFAULT_MAX_REPLY_BYTES,
             connect: ConnectOptions::new(),
             create_missing: false,
             #[cfg(feature = "rustls")]
@@ -497,9 +582,12 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// The login's error; for an API key, [`RestError::Unauthorized`] or a transient error from
-    /// `GET /_api/user` (other refusals fall back to jsc8's rule); [`RestError::Decode`] if a
-    /// login names no tenant.
+    /// The login's error; for an API key, [`RestError::Unauthorized`], a redirect, a reply too
+    /// long or a transient error from `GET /_api/user` (other refusals fall back to jsc8's
+    /// rule); [`RestError::Decode`] if a login names no tenant.
+    ///
+    /// Retries: the login and `GET /_api/user` after 429, 5xx and transport errors (see the
+    /// [module documentation](self#retries)).
     pub async fn tenant(&self) -> Result<String, RestError> {
         self.inner
             .tenant
@@ -521,7 +609,17 @@ impl Client {
         let call = Call::get("/_api/user");
         let reply = match transport.execute(&call).await {
             Ok(reply) => reply,
-            Err(e) if e.is_retryable() || matches!(e, RestError::Unauthorized(_)) => return Err(e),
+            Err(e)
+                if e.is_retryable()
+                    || matches!(
+                        e,
+                        RestError::Unauthorized(_)
+                            | RestError::Redirect { .. }
+                            | RestError::ReplyTooLarge { .. }
+                    ) =>
+            {
+                return Err(e)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "no tenant from /_api/user; using the API key's prefix");
                 return Ok(tenant_from_api_key(key.expose()));
@@ -540,6 +638,8 @@ impl Client {
     }
 
     /// `GET /datacenter/local`: the region this REST base serves.
+    ///
+    /// Retries: after 429, 5xx and transport errors.
     ///
     /// # Errors
     ///
@@ -584,6 +684,9 @@ impl Client {
     /// Fetches a one-time password for one socket connection: `POST /apid/otp` (empty body,
     /// `content-type: text/plain`) → `{"otp": "..."}`.
     ///
+    /// Retries: after 429, 5xx and transport errors (a repeat only issues another password; the
+    /// one lost goes unused).
+    ///
     /// # Errors
     ///
     /// The request's [`RestError`]; [`RestError::Decode`] for a reply without `otp`.
@@ -595,18 +698,22 @@ impl Client {
         let call = call.body(Some("text/plain"), Vec::new());
         let reply = self.inner.transport.execute(&call).await?;
         // Field by field, so that a decode error never quotes the password.
-        serde_json::from_slice::<Value>(&reply)
+        let otp = serde_json::from_slice::<Value>(&reply)
             .ok()
             .and_then(|v| v.get("otp").and_then(Value::as_str).map(Secret::new))
             .filter(|otp| !otp.expose().is_empty())
-            .ok_or_else(|| RestError::decode(&call.label(), "no `otp` string in the reply"))
+            .ok_or_else(|| RestError::decode(&call.label(), "no `otp` string in the reply"))?;
+        self.inner.transport.known.add_otp(otp.expose());
+        Ok(otp)
     }
 
     /// Socket authentication by one-time password: every connection attempt fetches a fresh one
     /// ([`fetch_otp`](Self::fetch_otp), without its own retries: the stream's backoff retries a
-    /// failed fetch). A 429, 5xx or transport error fails the attempt with an
-    /// [`Error::Factory`], which is retried; a refusal (401 after one new login, 403, …) with an
-    /// [`Error::Http`] of that status, which ends the stream.
+    /// failed fetch). A failed fetch fails the attempt with an [`Error::Rest`], which the stream
+    /// retries if [`RestError::is_retryable`] says so (429, 5xx, a transport error) and which
+    /// ends it otherwise (401 after one new login, 403, a redirect, a reply without `otp`, …);
+    /// a refused TLS certificate fails it with an [`Error::Tls`], which ends the stream as a
+    /// refused certificate on the socket does.
     pub fn otp_auth(&self) -> Auth {
         let client = self.clone();
         Auth::otp(move || {
@@ -622,6 +729,8 @@ impl Client {
 
     /// Lists the streams of the fabric: `GET /_fabric/{fabric}/_api/streams?global=…`.
     ///
+    /// Retries: after 429, 5xx and transport errors.
+    ///
     /// # Errors
     ///
     /// The request's [`RestError`] ([`RestError::NotFound`] if the fabric does not exist);
@@ -635,7 +744,7 @@ impl Client {
         let reply = self.inner.transport.execute(&call).await?;
         serde_json::from_slice::<Reply>(&reply)
             .map(|r| r.result)
-            .map_err(|e| RestError::decode(&call.label(), e.to_string()))
+            .map_err(|e| RestError::from_serde(&call.label(), &e))
     }
 
     /// True if the stream exists: [`list_streams`](Self::list_streams) names it.
@@ -656,15 +765,34 @@ impl Client {
     /// Creates a stream: `POST /_fabric/{fabric}/_api/streams/{name}?global=…` with no body.
     /// Returns its full name (`stream-id`, e.g. `c8globals.orders`).
     ///
+    /// Not idempotent: retried only after 429, 503 and a connection that could not be made,
+    /// never after 500, 502, 504 or a timeout once the request went out. If a repeat (after a
+    /// 503) is answered "exists already" (409 or errorNum 581), the first try may have created
+    /// the stream: that counts as success.
+    ///
     /// # Errors
     ///
     /// The request's [`RestError`]: [`RestError::Conflict`] (errorNum 581) if it exists;
     /// [`RestError::Url`] for an invalid name.
     pub async fn create_stream(&self, name: &str, scope: Scope) -> Result<String, RestError> {
         self.check_name(name, scope)?;
-        let call =
-            Call::post(format!("{}/{}", self.streams_path(), encoded(name))).query(scope.query());
-        let reply = self.json(&call).await?;
+        let call = Call::post(format!("{}/{}", self.streams_path(), encoded(name)))
+            .query(scope.query())
+            .not_idempotent();
+        let outcome = self.inner.transport.run(&call).await;
+        let reply = match outcome.result {
+            Ok(reply) => reply,
+            Err(e) if outcome.repeated_after_possible_success && exists_already(&e) => {
+                tracing::debug!(
+                    stream = name,
+                    "a repeated create found the stream: counted as created"
+                );
+                return Ok(scope.stream_id(name));
+            }
+            Err(e) => return Err(e),
+        };
+        let reply: Value =
+            serde_json::from_slice(&reply).map_err(|e| RestError::from_serde(&call.label(), &e))?;
         Ok(reply
             .pointer("/result/stream-id")
             .and_then(Value::as_str)
@@ -672,7 +800,11 @@ impl Client {
     }
 
     /// [`create_stream`](Self::create_stream), treating "exists already" (409 or errorNum 581)
-    /// as success. Returns `true` if it created the stream.
+    /// as success. Returns `true` if it created the stream (or a repeated request found it
+    /// after a try the server may have carried out, see [`create_stream`](Self::create_stream)),
+    /// `false` if it existed.
+    ///
+    /// Retries: as [`create_stream`](Self::create_stream).
     ///
     /// # Errors
     ///
@@ -684,7 +816,7 @@ impl Client {
     ) -> Result<bool, RestError> {
         match self.create_stream(name, scope).await {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e, RestError::Conflict(_)) || e.error_num() == Some(581) => {
+            Err(e) if exists_already(&e) => {
                 tracing::debug!(stream = name, "the stream exists already");
                 Ok(false)
             }
@@ -693,6 +825,10 @@ impl Client {
     }
 
     /// Deletes a stream: `DELETE /_fabric/{fabric}/_api/streams/{c8globals.name}`.
+    ///
+    /// Retries: after 429, 5xx and transport errors (deleting twice deletes once). If a repeat
+    /// after a 5xx or a timeout is answered 404, the first try may have deleted the stream:
+    /// that counts as success.
     ///
     /// # Errors
     ///
@@ -706,8 +842,18 @@ impl Client {
             self.streams_path(),
             encoded(&scope.stream_id(name))
         );
-        self.inner.transport.execute(&Call::delete(path)).await?;
-        Ok(())
+        let outcome = self.inner.transport.run(&Call::delete(path)).await;
+        match outcome.result {
+            Ok(_) => Ok(()),
+            Err(RestError::NotFound(_)) if outcome.repeated_after_possible_success => {
+                tracing::debug!(
+                    stream = name,
+                    "a repeated delete found no stream: counted as deleted"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Publishes one message over REST:
@@ -715,8 +861,11 @@ impl Client {
     /// as the body, without a content type (as pyC8 sends it). Consumers receive exactly these
     /// bytes. No properties, key or context: use a [`Producer`] for those.
     ///
-    /// Not repeated after a timeout or a reset connection (the message may have been stored);
-    /// 429 and 5xx are retried like every call.
+    /// Not idempotent: retried only after 429, 503 and a connection that could not be made.
+    /// After 500, 502, 504 or a timeout or reset once the request went out the message may have
+    /// been stored: the error is returned
+    /// ([`may_have_been_processed`](RestError::may_have_been_processed) says so) and repeating
+    /// it is the caller's choice.
     ///
     /// # Errors
     ///
@@ -890,7 +1039,7 @@ impl Client {
     /// Sends `call` and reads the reply as JSON.
     async fn json(&self, call: &Call) -> Result<Value, RestError> {
         let reply = self.inner.transport.execute(call).await?;
-        serde_json::from_slice(&reply).map_err(|e| RestError::decode(&call.label(), e.to_string()))
+        serde_json::from_slice(&reply).map_err(|e| RestError::from_serde(&call.label(), &e))
     }
 }
 
