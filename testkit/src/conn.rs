@@ -153,7 +153,9 @@ pub(super) async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
         return;
     };
     let _open = OpenGuard::new(&shared);
-    if shared.drop_after.load(Ordering::Relaxed) == 0 {
+    let drawn = shared.draw_frame_limit();
+    if shared.drop_after.load(Ordering::Relaxed) == 0 || drawn == Some(0) {
+        shared.counters.frame_drops.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let signals = Signals {
@@ -161,7 +163,7 @@ pub(super) async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
         stall_rx,
         shutdown_rx,
     };
-    run(ws, session, &shared, signals).await;
+    run(ws, session, &shared, drawn, signals).await;
 }
 
 /// Counts a connection as open while it lives.
@@ -192,22 +194,19 @@ fn error_response(rejection: Rejection) -> ErrorResponse {
     resp
 }
 
-/// True if the upgrade request may pass: an open server (no credentials configured), an
-/// `Authorization` header the server accepts, or an unused one-time password (consumed here
-/// whenever one is presented).
-fn authenticate(shared: &Shared, req: &Request, query: &Query, st: &mut State) -> bool {
+/// The caller's tenant if the upgrade request may pass (`Some(None)`: any tenant, on an open
+/// server); see `Credentials::upgrade_caller`. A presented one-time password is consumed.
+fn authenticate(
+    shared: &Shared,
+    req: &Request,
+    query: &Query,
+    st: &mut State,
+) -> Option<Option<String>> {
+    let headers = req.headers().get_all(http_types::header::AUTHORIZATION);
+    let headers = headers.iter().filter_map(|v| v.to_str().ok());
+    let State { sessions, otps, .. } = st;
     let creds = &shared.config.credentials;
-    if creds.is_open() {
-        return true;
-    }
-    let header_ok = req
-        .headers()
-        .get_all(http_types::header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| creds.tenant_of_header(v, &st.sessions).is_some());
-    let otp_ok = query.get("otp").is_some_and(|otp| st.otps.remove(otp));
-    header_ok || otp_ok
+    creds.upgrade_caller(headers, query.get("otp"), sessions, otps)
 }
 
 /// Decides an upgrade: injected refusals, authentication, the path, the parameters, then the
@@ -226,11 +225,25 @@ fn admit(shared: &Arc<Shared>, req: &Request) -> Result<Session, Rejection> {
             format!("{reason} (injected by LocalServer::refuse_next)"),
         ));
     }
-    let query = wire::Query::parse(req.uri().query())?;
-    if !authenticate(shared, req, &query, &mut st) {
-        return Err(Rejection::new(401, "Failed to authenticate"));
+    if let Some(status) = shared.roll_refusal() {
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Refused");
+        return Err(Rejection::new(
+            status,
+            format!("{reason} (injected by LocalServer::refuse_fraction)"),
+        ));
     }
+    let query = wire::Query::parse(req.uri().query())?;
+    let Some(caller) = authenticate(shared, req, &query, &mut st) else {
+        return Err(Rejection::new(401, "Failed to authenticate"));
+    };
     let route = wire::parse_route(&rest::normalize_path(req.uri().path()))?;
+    if !super::auth::may_use_topic(caller.as_deref(), &route.topic) {
+        let message = "Forbidden: the topic belongs to another tenant";
+        return Err(Rejection::new(403, message));
+    }
     if !shared.config.auto_create && !st.topics.contains_key(&route.topic) {
         return Err(Rejection::new(
             404,
@@ -386,17 +399,35 @@ enum Flow {
     Close(CloseCode, &'static str),
 }
 
-/// Counts the frames a connection handled, for `drop_after_frames`.
+/// Counts the frames a connection handled, for `drop_after_frames` and
+/// `drop_after_frames_between`.
 struct Budget<'a> {
     shared: &'a Shared,
+    /// Every frame, for `drop_after_frames`.
     handled: u64,
+    /// This connection's limit from `drop_after_frames_between`, if it drew one.
+    drawn: Option<u64>,
+    /// The frames that count against `drawn`: a producer's data frames, deliveries.
+    counted: u64,
 }
 
 impl Budget<'_> {
-    /// Counts one frame; true if the connection must now be dropped.
-    fn tick(&mut self) -> bool {
+    /// Counts one frame (`against_drawn`: also against the drawn limit); true if the
+    /// connection must now be dropped.
+    fn tick(&mut self, against_drawn: bool) -> bool {
         self.handled += 1;
-        self.handled >= self.shared.drop_after.load(Ordering::Relaxed)
+        if against_drawn {
+            self.counted += 1;
+        }
+        let drop = self.handled >= self.shared.drop_after.load(Ordering::Relaxed)
+            || self.drawn.is_some_and(|n| self.counted >= n);
+        if drop {
+            self.shared
+                .counters
+                .frame_drops
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        drop
     }
 }
 
@@ -494,7 +525,7 @@ impl Session {
                 Ok(_) => None,
             },
         };
-        if budget.tick() {
+        if budget.tick(matches!(self, Session::Producer(_))) {
             return Flow::Drop;
         }
         reply.map_or(Flow::Continue, Flow::Reply)
@@ -509,7 +540,7 @@ impl Session {
             })),
             Session::Consumer(_) | Session::Reader(_) => None,
         };
-        if budget.tick() {
+        if budget.tick(matches!(self, Session::Producer(_))) {
             return Flow::Drop;
         }
         reply.map_or(Flow::Continue, Flow::Reply)
@@ -565,7 +596,7 @@ where
                     .counters
                     .delivered
                     .fetch_add(1, Ordering::Relaxed);
-                if budget.tick() {
+                if budget.tick(true) {
                     return Poll::Ready(Ok(Written::LimitReached));
                 }
             }
@@ -622,7 +653,7 @@ struct Signals {
     shutdown_rx: watch::Receiver<bool>,
 }
 
-async fn run<S>(ws: S, session: Session, shared: &Shared, mut signals: Signals)
+async fn run<S>(ws: S, session: Session, shared: &Shared, drawn: Option<u64>, mut signals: Signals)
 where
     S: futures::Stream<Item = Result<Message, tungstenite::Error>>
         + Sink<Message, Error = tungstenite::Error>
@@ -632,7 +663,12 @@ where
     let mut session = session;
     let notify = session.notify();
     let mut out: VecDeque<Out> = VecDeque::new();
-    let mut budget = Budget { shared, handled: 0 };
+    let mut budget = Budget {
+        shared,
+        handled: 0,
+        drawn,
+        counted: 0,
+    };
     let Signals {
         drop_rx,
         stall_rx,

@@ -74,8 +74,8 @@
 //! (GDN) or the same without `/_ws` (plain Pulsar); a consumer adds `/{subscription}`. Segments
 //! are percent-decoded. An unknown path gives HTTP 404; a consumer without a subscription, an
 //! empty or undecodable segment, a `non-persistent` topic or a bad parameter gives 400, each with
-//! a text body. An upgrade is checked in this order: [injected refusals](LocalServer::refuse_next),
-//! authentication (401), path (404/400), the topic's existence without auto-create (404),
+//! a text body. An upgrade is checked in this order: [injected refusals](LocalServer::refuse_next)
+//! (then [random ones](LocalServer::refuse_fraction)), authentication (401), path (404/400), the topic's existence without auto-create (404),
 //! parameters (400), then registration (409). Each topic is an append-only log whose message ids
 //! are base64 of `<ledger>:<entry>`, unique across the server.
 //!
@@ -170,12 +170,14 @@ pub struct ServerConfig {
     handshake_timeout: Duration,
     listening: bool,
     port: u16,
+    fault_seed: u64,
 }
 
 impl Default for ServerConfig {
     /// Open (no credentials required), streams created on first use, TLS on the same port, a
     /// 12 h JWT lifetime, a 100 ms negative-ack delay, a 1 MiB inbound message limit, a 10 s
-    /// handshake timeout, and listening from the start on a free port.
+    /// handshake timeout, listening from the start on a free port, and a fixed
+    /// [fault seed](Self::fault_seed).
     fn default() -> Self {
         ServerConfig {
             credentials: auth::Credentials::default(),
@@ -187,6 +189,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             listening: true,
             port: 0,
+            fault_seed: DEFAULT_FAULT_SEED,
         }
     }
 }
@@ -284,7 +287,20 @@ impl ServerConfig {
         self.port = port;
         self
     }
+
+    /// Seeds the random choices of the fault injectors
+    /// ([`LocalServer::drop_after_frames_between`], [`LocalServer::refuse_fraction`]), so that a
+    /// run can be repeated: the same seed gives the same sequence of draws (which connection
+    /// gets which draw still depends on the order connections arrive in). Default: a fixed seed,
+    /// the same for every server.
+    pub fn fault_seed(mut self, seed: u64) -> Self {
+        self.fault_seed = seed;
+        self
+    }
 }
+
+/// The fault seed of [`ServerConfig::default`].
+const DEFAULT_FAULT_SEED: u64 = 0x5EED_F417;
 
 /// Counters of a [`LocalServer`], from [`LocalServer::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -304,6 +320,11 @@ pub struct ServerStats {
     pub acks_received: u64,
     /// REST calls answered (any status).
     pub rest_requests: u64,
+    /// Connections dropped on reaching their frame limit
+    /// ([`drop_after_frames`](LocalServer::drop_after_frames) or
+    /// [`drop_after_frames_between`](LocalServer::drop_after_frames_between)); drops by
+    /// [`drop_all`](LocalServer::drop_all) are not counted.
+    pub connections_dropped_after_frames: u64,
 }
 
 #[derive(Debug, Default)]
@@ -315,6 +336,7 @@ struct Counters {
     delivered: AtomicU64,
     acks: AtomicU64,
     rest: AtomicU64,
+    frame_drops: AtomicU64,
 }
 
 /// What the server task and the connection tasks share.
@@ -327,6 +349,8 @@ struct Shared {
     counters: Counters,
     /// `drop_after_frames`; `u64::MAX` when off.
     drop_after: AtomicU64,
+    /// The random fault injectors and their generator.
+    faults: Mutex<Faults>,
     /// Bumped by `drop_all`.
     drop_epoch: watch::Sender<u64>,
     stall: watch::Sender<bool>,
@@ -337,6 +361,73 @@ impl Shared {
     /// The state; a panic elsewhere while holding the lock does not make it unusable.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        lock(&self.faults)
+    }
+
+    /// The frame limit of a connection just upgraded, drawn from the range of
+    /// `drop_after_frames_between` if it is set.
+    fn draw_frame_limit(&self) -> Option<u64> {
+        let mut f = self.faults();
+        let (lo, hi) = f.drop_between?;
+        let span = hi - lo;
+        let offset = match span.checked_add(1) {
+            Some(n) => f.rng.below(n),
+            None => f.rng.next_u64(),
+        };
+        Some(lo + offset)
+    }
+
+    /// The status to refuse an upgrade with, if `refuse_fraction` picks this one.
+    fn roll_refusal(&self) -> Option<u16> {
+        let mut f = self.faults();
+        if f.refuse_fraction <= 0.0 {
+            return None;
+        }
+        (f.rng.next_f64() < f.refuse_fraction).then_some(f.refuse_status)
+    }
+}
+
+/// The random fault injectors: `drop_after_frames_between` and `refuse_fraction`.
+#[derive(Debug)]
+struct Faults {
+    rng: SplitMix,
+    /// Inclusive bounds of the per-connection frame limit.
+    drop_between: Option<(u64, u64)>,
+    /// The share of upgrade requests refused, in `[0, 1]`, and with which status.
+    refuse_fraction: f64,
+    refuse_status: u16,
+}
+
+/// SplitMix64: a small seedable generator for the fault injectors (not for anything secret).
+#[derive(Debug)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `[0, n)`, `n > 0` (by rejection, so without bias).
+    fn below(&mut self, n: u64) -> u64 {
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let x = self.next_u64();
+            if x < zone {
+                return x % n;
+            }
+        }
     }
 }
 
@@ -483,6 +574,7 @@ impl LocalServer {
         } else {
             None
         };
+        let fault_seed = config.fault_seed;
         let shared = Arc::new(Shared {
             config,
             addr,
@@ -490,6 +582,12 @@ impl LocalServer {
             state: Mutex::new(State::default()),
             counters: Counters::default(),
             drop_after: AtomicU64::new(u64::MAX),
+            faults: Mutex::new(Faults {
+                rng: SplitMix(fault_seed),
+                drop_between: None,
+                refuse_fraction: 0.0,
+                refuse_status: 503,
+            }),
             drop_epoch: watch::Sender::new(0),
             stall: watch::Sender::new(false),
             shutdown: watch::Sender::new(false),
@@ -552,6 +650,61 @@ impl LocalServer {
             .shared
             .drop_after
             .store(n.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Drops each connection upgraded from now on abruptly once it has handled a number of
+    /// frames drawn for it, uniformly from `range` (inclusive), with the server's
+    /// [seeded](ServerConfig::fault_seed) generator; `None` turns this off (connections that
+    /// already drew a limit keep it). Default: off.
+    ///
+    /// What counts: on a producer, the data frames it sends, and the drop comes right **after
+    /// storing** the `n`-th message and **before** sending its ack, as with
+    /// [`drop_after_frames`](Self::drop_after_frames); on a consumer or reader, the message
+    /// frames **delivered** to it (its acknowledgements do not count), and the drop comes right
+    /// after writing the `n`-th. A draw of 0 drops the connection right after its upgrade.
+    /// Works alongside `drop_after_frames`: whichever limit is reached first drops the
+    /// connection. Each such drop is counted in
+    /// [`ServerStats::connections_dropped_after_frames`].
+    ///
+    /// ```no_run
+    /// # async fn run(server: stream_websocket_testkit::LocalServer) {
+    /// // Every connection dies after 200 to 1,000 messages.
+    /// server.drop_after_frames_between(Some(200..=1000));
+    /// # }
+    /// ```
+    pub fn drop_after_frames_between(&self, range: Option<std::ops::RangeInclusive<u64>>) {
+        self.inner.shared.faults().drop_between = range.map(|r| {
+            let (lo, hi) = r.into_inner();
+            (lo.min(hi), lo.max(hi))
+        });
+    }
+
+    /// Refuses each upgrade request with probability `fraction` (clamped to `[0, 1]`; NaN
+    /// counts as 0), answering HTTP `status` and a text body instead of accepting it; the
+    /// choice comes from the server's [seeded](ServerConfig::fault_seed) generator, one draw per
+    /// request. `fraction = 0` stops refusing. A status outside 300..=599 is replaced by 503.
+    /// The answer carries no `Retry-After`. Checked right after
+    /// [`refuse_next`](Self::refuse_next)'s count (a request that one refuses draws nothing),
+    /// before authentication; counted in [`ServerStats::handshakes_refused`].
+    ///
+    /// ```no_run
+    /// # async fn run(server: stream_websocket_testkit::LocalServer) {
+    /// // One handshake in twenty gets "503 Service Unavailable".
+    /// server.refuse_fraction(0.05, 503);
+    /// # }
+    /// ```
+    pub fn refuse_fraction(&self, fraction: f64, status: u16) {
+        let mut f = self.inner.shared.faults();
+        f.refuse_fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        f.refuse_status = if (300..=599).contains(&status) {
+            status
+        } else {
+            503
+        };
     }
 
     /// Answers the next `k` upgrade requests with HTTP `status` (e.g. 503, 409, 401) and a
@@ -678,6 +831,7 @@ impl LocalServer {
             messages_delivered: c.delivered.load(Ordering::Relaxed),
             acks_received: c.acks.load(Ordering::Relaxed),
             rest_requests: c.rest.load(Ordering::Relaxed),
+            connections_dropped_after_frames: c.frame_drops.load(Ordering::Relaxed),
         }
     }
 
