@@ -944,19 +944,7 @@ async fn otp_failures_are_retried_by_the_stream_or_end_it() {
         }
     })
     .await;
-    let fetch = |key: &'static str| {
-        let client = Client::builder(&mock.url)
-            .api_key(key)
-            .retry(fast_retry())
-            .build()
-            .unwrap();
-        async move {
-            let Auth::Otp(source) = client.otp_auth() else {
-                panic!("not an OTP auth")
-            };
-            source.fetch().await.unwrap_err()
-        }
-    };
+    let fetch = |key: &'static str| otp_fetch_error(&mock, key);
     bounded(async {
         let e = fetch("t.busy.key").await;
         assert!(is_rest(&e), "{e:?}");
@@ -1037,6 +1025,19 @@ async fn secrets_stay_out_of_debug_and_errors() {
 // ---------------------------------------------------------------------------------------------
 // The few helpers that name what the client added for them, so that the tests below read the
 // same whatever the error type looks like.
+
+/// What fetching one-time passwords with this key from `mock` fails with.
+async fn otp_fetch_error(mock: &Mock, key: &'static str) -> Error {
+    let client = Client::builder(&mock.url)
+        .api_key(key)
+        .retry(fast_retry())
+        .build()
+        .unwrap();
+    let Auth::Otp(source) = client.otp_auth() else {
+        panic!("not an OTP auth")
+    };
+    source.fetch().await.unwrap_err()
+}
 
 /// The status and location of a refused redirect, if that is what `e` is.
 fn redirect_of(e: &RestError) -> Option<(u16, Option<String>)> {
@@ -1518,19 +1519,7 @@ async fn rest_failures_in_the_crate_error_are_named_as_such() {
         }
     })
     .await;
-    let fetch = |key: &'static str| {
-        let client = Client::builder(&mock.url)
-            .api_key(key)
-            .retry(fast_retry())
-            .build()
-            .unwrap();
-        async move {
-            let Auth::Otp(source) = client.otp_auth() else {
-                panic!("not an OTP auth")
-            };
-            source.fetch().await.unwrap_err()
-        }
-    };
+    let fetch = |key: &'static str| otp_fetch_error(&mock, key);
     bounded(async {
         let e = fetch("t.bad.key").await;
         assert!(is_rest(&e), "{e:?}");

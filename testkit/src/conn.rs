@@ -215,25 +215,10 @@ fn admit(shared: &Arc<Shared>, req: &Request) -> Result<Session, Rejection> {
     let mut st = shared.lock();
     if st.refuse_left > 0 {
         st.refuse_left -= 1;
-        let status = st.refuse_status;
-        let reason = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Refused");
-        return Err(Rejection::new(
-            status,
-            format!("{reason} (injected by LocalServer::refuse_next)"),
-        ));
+        return Err(injected_refusal(st.refuse_status, "refuse_next"));
     }
     if let Some(status) = shared.roll_refusal() {
-        let reason = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Refused");
-        return Err(Rejection::new(
-            status,
-            format!("{reason} (injected by LocalServer::refuse_fraction)"),
-        ));
+        return Err(injected_refusal(status, "refuse_fraction"));
     }
     let query = wire::Query::parse(req.uri().query())?;
     let Some(caller) = authenticate(shared, req, &query, &mut st) else {
@@ -763,4 +748,16 @@ where
             return;
         }
     }
+}
+
+/// An upgrade refused by a fault injector (`LocalServer::<injector>`), with the status's reason.
+fn injected_refusal(status: u16, injector: &str) -> Rejection {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Refused");
+    Rejection::new(
+        status,
+        format!("{reason} (injected by LocalServer::{injector})"),
+    )
 }
