@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! cargo run --release --example gdn-local -- [--port N] [--api-key KEY]... \
-//!     [--user EMAIL:PASSWORD]... [--cert-out FILE] [--auto-create]
+//!     [--user EMAIL:PASSWORD]... [--credentials-file PATH] [--cert-out FILE] [--auto-create]
 //! ```
+//!
+//! Credentials given as arguments are visible to every local user in `ps`; give them in the
+//! environment (`GDN_LOCAL_API_KEYS=k1,k2`, `GDN_LOCAL_USERS=email:password,...`) or in a file
+//! (`--credentials-file`) instead. All sources add up.
 //!
 //! It serves GDN's REST calls and stream sockets on `127.0.0.1:<port>`, plain and TLS on the
 //! same port, with a self-signed certificate for `127.0.0.1` and `localhost` that `--cert-out`
@@ -26,9 +30,18 @@ use std::process::ExitCode;
 use clap::Parser;
 use stream_websocket_testkit::{LocalServer, ServerConfig};
 
+/// Where credentials can come from, for `--help`.
+const CREDENTIALS_HELP: &str = "\
+Credentials (all sources add up; without any the server is open):
+  --api-key KEY, --user EMAIL:PASSWORD   visible to other local users in `ps`: prefer
+  GDN_LOCAL_API_KEYS=KEY1,KEY2           comma-separated API keys, or
+  GDN_LOCAL_USERS=EMAIL:PASSWORD,...     comma-separated users, or
+  --credentials-file PATH                one `apikey KEY` or `user EMAIL:PASSWORD` per line
+                                         (blank lines and lines starting with # are skipped)";
+
 /// An offline Macrometa GDN stand-in: REST and stream sockets, plain and TLS, on one port.
 #[derive(Debug, Parser)]
-#[command(name = "gdn-local")]
+#[command(name = "gdn-local", after_help = CREDENTIALS_HELP)]
 struct Cli {
     /// Port on 127.0.0.1 (0: any free port; the first line tells which).
     #[arg(long, default_value_t = 0)]
@@ -42,6 +55,10 @@ struct Cli {
     /// replaced by `_`.
     #[arg(long = "user", value_name = "EMAIL:PASSWORD")]
     users: Vec<String>,
+    /// Read API keys and users from this file: one `apikey KEY` or `user EMAIL:PASSWORD` per
+    /// line, blank lines and `#` comments skipped. Keeps them out of `ps`.
+    #[arg(long, value_name = "PATH")]
+    credentials_file: Option<PathBuf>,
     /// Write the self-signed certificate (PEM) here before listening.
     #[arg(long, value_name = "FILE")]
     cert_out: Option<PathBuf>,
@@ -52,6 +69,52 @@ struct Cli {
     /// Serve plain text only (the official SDKs need TLS).
     #[arg(long)]
     no_tls: bool,
+}
+
+/// The API keys and users from the command line, the environment (`GDN_LOCAL_API_KEYS`,
+/// `GDN_LOCAL_USERS`, comma-separated) and `--credentials-file`. Errors name the source and line,
+/// never a secret.
+fn credentials(cli: &Cli) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut keys = cli.api_keys.clone();
+    let mut users = cli.users.clone();
+    let list = |name: &str| -> Result<Vec<String>, String> {
+        match std::env::var(name) {
+            Ok(v) => Ok(v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Err(std::env::VarError::NotPresent) => Ok(Vec::new()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+        }
+    };
+    keys.extend(list("GDN_LOCAL_API_KEYS")?);
+    users.extend(list("GDN_LOCAL_USERS")?);
+    if let Some(path) = &cli.credentials_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (kind, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let value = value.trim();
+            match kind {
+                "apikey" if !value.is_empty() => keys.push(value.to_string()),
+                "user" if !value.is_empty() => users.push(value.to_string()),
+                _ => {
+                    return Err(format!(
+                        "{} line {}: expected `apikey KEY` or `user EMAIL:PASSWORD`",
+                        path.display(),
+                        i + 1
+                    ))
+                }
+            }
+        }
+    }
+    Ok((keys, users))
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -67,10 +130,14 @@ async fn main() -> ExitCode {
         .port(cli.port)
         .auto_create_streams(cli.auto_create)
         .tls(!cli.no_tls);
-    for key in &cli.api_keys {
+    let (api_keys, users) = match credentials(&cli) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    for key in &api_keys {
         config = config.api_key(key.as_str());
     }
-    for user in &cli.users {
+    for user in &users {
         let Some((email, password)) = user.split_once(':') else {
             return fail("--user takes EMAIL:PASSWORD");
         };
@@ -102,7 +169,7 @@ async fn main() -> ExitCode {
         server.https_url(),
         server.ws_url(),
         server.wss_url(),
-        match (cli.api_keys.len(), cli.users.len()) {
+        match (api_keys.len(), users.len()) {
             (0, 0) => "open: any credentials".to_string(),
             (k, u) => format!("{k} API key(s), {u} user(s)"),
         }

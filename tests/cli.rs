@@ -417,7 +417,14 @@ impl Drop for TempFile {
 /// this test runs in.
 fn example(name: &str) -> Command {
     let mut cmd = Command::new(examples().join(name));
-    for var in ["C8_API_KEY", "C8_EMAIL", "C8_PASSWORD", "RUST_LOG"] {
+    for var in [
+        "C8_API_KEY",
+        "C8_EMAIL",
+        "C8_PASSWORD",
+        "RUST_LOG",
+        "GDN_LOCAL_API_KEYS",
+        "GDN_LOCAL_USERS",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -756,4 +763,111 @@ fn gdn_local_refuses_a_user_without_a_password() {
         text(&out.stderr).trim(),
         "gdn-local: --user takes EMAIL:PASSWORD"
     );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdn_local_takes_credentials_from_the_environment_and_a_file() {
+    use std::io::BufRead;
+    let file =
+        TempFile::new("# credentials\n\napikey file.k2.FILESECRET\nuser f@x.y:FILEPASSWORD\n");
+    let mut child = example("gdn-local")
+        .args(["--port", "0", "--no-tls", "--credentials-file"])
+        .arg(file.path())
+        .env("GDN_LOCAL_API_KEYS", "env.k1.ENVSECRET, env2.k.ENVSECRET2")
+        .env("GDN_LOCAL_USERS", "e@x.y:ENVPASSWORD")
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        }),
+    )
+    .await
+    .expect("no first line")
+    .unwrap();
+    let addr = first
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {first:?}"))
+        .to_string();
+    let ask = |auth: &str| {
+        format!("GET /_api/user HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n")
+    };
+    for (key, tenant) in [
+        ("env.k1.ENVSECRET", "env"),
+        ("env2.k.ENVSECRET2", "env2"),
+        ("file.k2.FILESECRET", "file"),
+    ] {
+        let ok = http(&addr, &ask(&format!("apikey {key}"))).await;
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.contains(&format!(r#""tenant":"{tenant}""#)),
+            "{key}: {ok}"
+        );
+    }
+    let refused = http(&addr, &ask("apikey other.k.s")).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    for body in [
+        r#"{"email":"e@x.y","password":"ENVPASSWORD"}"#,
+        r#"{"email":"f@x.y","password":"FILEPASSWORD"}"#,
+    ] {
+        let login = format!(
+            "POST /_open/auth HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let ok = http(&addr, &login).await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{body}: {ok}");
+    }
+    let out = signal_and_wait(child, "-TERM", "gdn-local did not stop on SIGTERM").await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("3 API key(s), 2 user(s)"), "{stderr}");
+    for secret in ["ENVSECRET", "FILESECRET", "ENVPASSWORD", "FILEPASSWORD"] {
+        assert!(!stderr.contains(secret), "{stderr}");
+    }
+}
+
+#[test]
+fn gdn_local_refuses_a_bad_credentials_file_line_without_printing_it() {
+    let file = TempFile::new("apikey a.b.OK\npassword HUNTER2SECRET\n");
+    let out = example("gdn-local")
+        .arg("--credentials-file")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("line 2: expected `apikey KEY` or `user EMAIL:PASSWORD`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("HUNTER2SECRET"), "{stderr}");
+    let missing = example("gdn-local")
+        .args(["--credentials-file", "/nonexistent/gdn-local-credentials"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn gdn_local_help_tells_how_to_keep_credentials_out_of_ps() {
+    let out = example("gdn-local").arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    for needle in [
+        "GDN_LOCAL_API_KEYS",
+        "GDN_LOCAL_USERS",
+        "--credentials-file",
+        "ps",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
 }

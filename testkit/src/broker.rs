@@ -11,14 +11,16 @@ use tokio::sync::Notify;
 
 use super::wire::{self, ConsumerParams, InitialPosition, NewMessage, Rejection, SubType};
 
-/// Everything behind the server's mutex.
-#[derive(Debug, Default)]
+/// Everything behind the server's mutex. `Debug` shows no one-time password or JWT.
+#[derive(Debug)]
 pub(super) struct State {
     pub(super) topics: HashMap<String, Topic>,
+    /// The ledger of the last topic created; starts at a random base per server start, so that
+    /// message ids are not reused after a restart.
     next_ledger: u64,
     next_conn: u64,
-    /// One-time passwords issued and not used yet.
-    pub(super) otps: HashSet<String>,
+    /// One-time passwords issued and not used yet, with their tenants.
+    pub(super) otps: super::auth::Otps,
     /// How many upgrades to refuse, and with which status.
     pub(super) refuse_left: usize,
     pub(super) refuse_status: u16,
@@ -27,6 +29,37 @@ pub(super) struct State {
     pub(super) rest_fail_status: u16,
     /// The JWTs issued by `/_open/auth`.
     pub(super) sessions: super::auth::Sessions,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            topics: HashMap::new(),
+            next_ledger: ledger_base(),
+            next_conn: 0,
+            otps: Default::default(),
+            refuse_left: 0,
+            refuse_status: 0,
+            rest_fail_left: 0,
+            rest_fail_status: 0,
+            sessions: Default::default(),
+        }
+    }
+}
+
+/// A random first ledger for a server start: a multiple of 2^20 below 2^52, so that ids stay
+/// `<ledger>:<entry>` with a ledger every SDK reads as an integer (even JavaScript's doubles),
+/// and a server can create a million topics before its ledgers could meet another start's.
+fn ledger_base() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    (h.finish() % (1 << 32)) << 20
 }
 
 impl State {
@@ -527,6 +560,25 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_debug_redacts_one_time_passwords_and_jwts() {
+        let mut st = State::default();
+        assert!(st.otps.insert("otp-in-clear".to_string()));
+        let jwt = st
+            .sessions
+            .issue("t", "e@x", Duration::from_secs(60), "nonce");
+        let shown = format!("{st:?}");
+        assert!(!shown.contains("otp-in-clear"), "{shown}");
+        assert!(!shown.contains(&jwt), "{shown}");
+    }
+
+    #[test]
+    fn each_start_numbers_its_ledgers_from_its_own_base() {
+        let (a, b) = (State::default(), State::default());
+        assert_ne!(a.next_ledger, b.next_ledger);
+        assert!(a.next_ledger < 1 << 52 && b.next_ledger < 1 << 52);
+    }
 
     fn params(kind: SubType, queue: usize) -> ConsumerParams {
         ConsumerParams {

@@ -194,22 +194,19 @@ fn error_response(rejection: Rejection) -> ErrorResponse {
     resp
 }
 
-/// True if the upgrade request may pass: an open server (no credentials configured), an
-/// `Authorization` header the server accepts, or an unused one-time password (consumed here
-/// whenever one is presented).
-fn authenticate(shared: &Shared, req: &Request, query: &Query, st: &mut State) -> bool {
+/// The caller's tenant if the upgrade request may pass (`Some(None)`: any tenant, on an open
+/// server); see `Credentials::upgrade_caller`. A presented one-time password is consumed.
+fn authenticate(
+    shared: &Shared,
+    req: &Request,
+    query: &Query,
+    st: &mut State,
+) -> Option<Option<String>> {
+    let headers = req.headers().get_all(http_types::header::AUTHORIZATION);
+    let headers = headers.iter().filter_map(|v| v.to_str().ok());
+    let State { sessions, otps, .. } = st;
     let creds = &shared.config.credentials;
-    if creds.is_open() {
-        return true;
-    }
-    let header_ok = req
-        .headers()
-        .get_all(http_types::header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| creds.tenant_of_header(v, &st.sessions).is_some());
-    let otp_ok = query.get("otp").is_some_and(|otp| st.otps.remove(otp));
-    header_ok || otp_ok
+    creds.upgrade_caller(headers, query.get("otp"), sessions, otps)
 }
 
 /// Decides an upgrade: injected refusals, authentication, the path, the parameters, then the
@@ -224,10 +221,14 @@ fn admit(shared: &Arc<Shared>, req: &Request) -> Result<Session, Rejection> {
         return Err(injected_refusal(status, "refuse_fraction"));
     }
     let query = wire::Query::parse(req.uri().query())?;
-    if !authenticate(shared, req, &query, &mut st) {
+    let Some(caller) = authenticate(shared, req, &query, &mut st) else {
         return Err(Rejection::new(401, "Failed to authenticate"));
-    }
+    };
     let route = wire::parse_route(&rest::normalize_path(req.uri().path()))?;
+    if !super::auth::may_use_topic(caller.as_deref(), &route.topic) {
+        let message = "Forbidden: the topic belongs to another tenant";
+        return Err(Rejection::new(403, message));
+    }
     if !shared.config.auto_create && !st.topics.contains_key(&route.topic) {
         return Err(Rejection::new(
             404,

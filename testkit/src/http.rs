@@ -3,14 +3,23 @@
 //! SDKs and `reqwest`; not a general web server.
 
 use std::io;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The largest request head (request line and headers) read.
+/// The largest request head (request line and headers) accepted: larger gets 431.
 const MAX_HEAD: usize = 64 * 1024;
-/// The most headers in one request.
+/// The most headers in one request: more gets 431.
 const MAX_HEADERS: usize = 64;
+/// How long a write of a response may make no progress (the client reads nothing) before the
+/// connection is closed.
+pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
+/// After answering with `connection: close`, how long, and how many bytes, the server goes on
+/// reading (and discarding) what the client still sends, so that the client sees the answer
+/// instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// One parsed request.
 #[derive(Debug)]
@@ -18,6 +27,8 @@ pub(crate) struct Request {
     pub(crate) method: String,
     /// The request target as sent: path and query.
     pub(crate) target: String,
+    /// The minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    version: u8,
     headers: Vec<(String, String)>,
     pub(crate) body: Bytes,
 }
@@ -31,11 +42,121 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether the client wants to go on with another request on this connection.
+    /// Every value of a header, by case-insensitive name.
+    fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the client wants to go on with another request on this connection: HTTP/1.1
+    /// unless `Connection` names `close`, HTTP/1.0 only if it names `keep-alive`.
     fn keep_alive(&self) -> bool {
-        !self
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        let has = |token: &str| {
+            self.headers("connection")
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if self.version == 0 {
+            has("keep-alive") && !has("close")
+        } else {
+            !has("close")
+        }
+    }
+}
+
+/// How a request's body is framed.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// The framing of a body from its headers, strictly (RFC 9112 §6): at most one
+/// `Content-Length`, of digits only; `Transfer-Encoding` (over all its headers) must end with a
+/// single `chunked` and name no other coding (501), and excludes `Content-Length`.
+fn framing(req: &Request) -> Result<Framing, ReadError> {
+    let lengths: Vec<&str> = req.headers("content-length").collect();
+    let codings: Vec<String> = req
+        .headers("transfer-encoding")
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let has_te = req.headers("transfer-encoding").next().is_some();
+    if has_te {
+        if !lengths.is_empty() {
+            return Err(ReadError::Bad(
+                400,
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        let chunked = codings.iter().filter(|c| *c == "chunked").count();
+        let last_chunked = codings.last().is_some_and(|c| c == "chunked");
+        let unknown = codings.iter().any(|c| c != "chunked" && !known_coding(c));
+        if chunked > 1 || (!last_chunked && !unknown) {
+            return Err(ReadError::Bad(
+                400,
+                "chunked must be the last transfer coding, once",
+            ));
+        }
+        if codings.len() > 1 || unknown {
+            return Err(ReadError::Bad(501, "unsupported transfer coding"));
+        }
+        return Ok(Framing::Chunked);
+    }
+    match lengths.as_slice() {
+        [] => Ok(Framing::Length(0)),
+        [one] if !one.is_empty() && one.bytes().all(|b| b.is_ascii_digit()) => one
+            .parse()
+            .map(Framing::Length)
+            .map_err(|_| ReadError::Bad(413, "request body too large")),
+        [_] => Err(ReadError::Bad(400, "bad Content-Length")),
+        _ => Err(ReadError::Bad(400, "more than one Content-Length")),
+    }
+}
+
+/// The registered transfer codings other than `chunked`.
+fn known_coding(c: &str) -> bool {
+    matches!(c, "compress" | "deflate" | "gzip" | "x-compress" | "x-gzip")
+}
+
+/// Checks what the WebSocket handshake needs (RFC 6455 §4.2.1), so that a bad upgrade gets a
+/// 400 answer rather than a closed connection.
+fn check_upgrade(req: &httparse::Request<'_, '_>) -> Result<(), ReadError> {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+            .collect::<Vec<_>>()
+    };
+    if req.method != Some("GET") {
+        return Err(ReadError::Bad(400, "a WebSocket upgrade must be a GET"));
+    }
+    if req.version != Some(1) {
+        return Err(ReadError::Bad(400, "a WebSocket upgrade needs HTTP/1.1"));
+    }
+    let connection_upgrade = header("connection")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return Err(ReadError::Bad(
+            400,
+            "a WebSocket upgrade needs Connection: Upgrade",
+        ));
+    }
+    if header("sec-websocket-version") != ["13"] {
+        return Err(ReadError::Bad(400, "Sec-WebSocket-Version must be 13"));
+    }
+    match header("sec-websocket-key").as_slice() {
+        [key] if !key.is_empty() => Ok(()),
+        _ => Err(ReadError::Bad(
+            400,
+            "a WebSocket upgrade needs one Sec-WebSocket-Key",
+        )),
     }
 }
 
@@ -89,6 +210,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&self.buf) {
                 Ok(httparse::Status::Complete(head_len)) => {
+                    if head_len > MAX_HEAD {
+                        return Err(ReadError::Bad(431, "request head too large"));
+                    }
                     let upgrade = req.headers.iter().any(|h| {
                         h.name.eq_ignore_ascii_case("upgrade")
                             && String::from_utf8_lossy(h.value)
@@ -96,10 +220,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                                 .eq_ignore_ascii_case("websocket")
                     });
                     if upgrade {
+                        check_upgrade(&req)?;
                         return Ok(Next::Upgrade);
                     }
                     let method = req.method.unwrap_or("GET").to_string();
                     let target = req.path.unwrap_or("/").to_string();
+                    let version = req.version.unwrap_or(1);
                     let headers: Vec<(String, String)> = req
                         .headers
                         .iter()
@@ -114,6 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     let mut request = Request {
                         method,
                         target,
+                        version,
                         headers,
                         body: Bytes::new(),
                     };
@@ -132,28 +259,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         };
                     }
                 }
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(ReadError::Bad(431, "too many request headers"))
+                }
                 Err(_) => return Err(ReadError::Bad(400, "malformed HTTP request")),
             }
         }
     }
 
     async fn read_body(&mut self, req: &Request, max_body: usize) -> Result<Bytes, ReadError> {
-        let chunked = req
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        if chunked {
-            return self.read_chunked(max_body).await;
+        match framing(req)? {
+            Framing::Chunked => self.read_chunked(max_body).await,
+            Framing::Length(len) if len > max_body => {
+                Err(ReadError::Bad(413, "request body too large"))
+            }
+            Framing::Length(len) => self.read_exact(len).await,
         }
-        let len = match req.header("content-length") {
-            None => 0,
-            Some(v) => v
-                .parse::<usize>()
-                .map_err(|_| ReadError::Bad(400, "bad Content-Length"))?,
-        };
-        if len > max_body {
-            return Err(ReadError::Bad(413, "request body too large"));
-        }
-        self.read_exact(len).await
     }
 
     async fn read_exact(&mut self, len: usize) -> Result<Bytes, ReadError> {
@@ -186,10 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut body = BytesMut::new();
         loop {
             let line = self.read_line().await?;
-            let size = std::str::from_utf8(&line)
-                .ok()
-                .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
-                .ok_or(ReadError::Bad(400, "bad chunk size"))?;
+            let size = chunk_size(&line).ok_or(ReadError::Bad(400, "bad chunk size"))?;
             if size == 0 {
                 // Trailers, up to the empty line.
                 while !self.read_line().await?.is_empty() {}
@@ -206,7 +324,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Writes a response; returns whether the connection may serve another request.
+    /// Writes a response; returns whether the connection may serve another request. Without
+    /// `req` (an unreadable request) or when the client asked to close, the answer says
+    /// `connection: close`, and the server then half-closes and lingers (reading and discarding
+    /// for up to 2 s or 1 MiB) so that the client reads the answer rather than a reset. A write
+    /// that makes no progress for [`WRITE_STALL`] fails with `TimedOut`.
     pub(crate) async fn respond(
         &mut self,
         req: Option<&Request>,
@@ -226,10 +348,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         });
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&resp.body);
-        self.io.write_all(&bytes).await?;
-        self.io.flush().await?;
+        self.write_all(&bytes).await?;
+        if !keep {
+            self.linger().await;
+        }
         Ok(keep)
     }
+
+    /// Writes and flushes everything, failing with `TimedOut` if a write makes no progress for
+    /// [`WRITE_STALL`] (a client that sends requests but never reads the answers).
+    async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let stalled = || io::Error::new(io::ErrorKind::TimedOut, "client reads nothing");
+        while !bytes.is_empty() {
+            let n = tokio::time::timeout(WRITE_STALL, self.io.write(bytes))
+                .await
+                .map_err(|_| stalled())??;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            bytes = &bytes[n..];
+        }
+        tokio::time::timeout(WRITE_STALL, self.io.flush())
+            .await
+            .map_err(|_| stalled())?
+    }
+
+    /// Half-closes, then reads and discards what the client still sends, for a bounded time
+    /// and amount, so that closing does not reset the connection under the answer.
+    async fn linger(&mut self) {
+        let _ = tokio::time::timeout(WRITE_STALL, self.io.shutdown()).await;
+        let mut discarded = 0usize;
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut scratch = [0u8; 8192];
+            while discarded < LINGER_BYTES {
+                match self.io.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => discarded += n,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// A chunk-size line (RFC 9112 §7.1): hex digits only, optionally followed by `;` and
+/// extensions (whitespace allowed before the `;`).
+fn chunk_size(line: &[u8]) -> Option<usize> {
+    let line = std::str::from_utf8(line).ok()?;
+    let size = line.split(';').next()?.trim_end_matches([' ', '\t']);
+    if size.is_empty() || !size.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    usize::from_str_radix(size, 16).ok()
 }
 
 /// A JSON response.
@@ -288,6 +458,7 @@ fn reason(status: u16) -> &'static str {
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Status",

@@ -61,8 +61,9 @@
 //! [`ServerConfig::api_key`] or [`ServerConfig::user`], every REST call (but the login) and
 //! every upgrade needs `Authorization: apikey <key>` or `bearer <JWT>`, or, on an upgrade, an
 //! unused `?otp=`. An upgrade with none of them, such as the sockets some jsc8 examples open
-//! without an OTP, gets 401, as it would from GDN. The tenant in a WebSocket path is not
-//! checked against the caller's.
+//! without an OTP, gets 401, as it would from GDN. A JWT, an API key that names its tenant
+//! (three or more dot-separated parts) and a `/apid/otp` password fetched with either keep
+//! that tenant: an upgrade whose path names another tenant gets 403.
 //!
 //! **Streams.** With [`ServerConfig::auto_create_streams`] on (the default, as Pulsar's
 //! `allowAutoTopicCreation`), a connection creates its topic; off, a topic must be created
@@ -75,9 +76,11 @@
 //! are percent-decoded. An unknown path gives HTTP 404; a consumer without a subscription, an
 //! empty or undecodable segment, a `non-persistent` topic or a bad parameter gives 400, each with
 //! a text body. An upgrade is checked in this order: [injected refusals](LocalServer::refuse_next)
-//! (then [random ones](LocalServer::refuse_fraction)), authentication (401), path (404/400), the topic's existence without auto-create (404),
+//! (then [random ones](LocalServer::refuse_fraction)), authentication (401), path (404/400),
+//! the caller's tenant (403), the topic's existence without auto-create (404),
 //! parameters (400), then registration (409). Each topic is an append-only log whose message ids
-//! are base64 of `<ledger>:<entry>`, unique across the server.
+//! are base64 of `<ledger>:<entry>`, unique across the server and (with a random ledger base
+//! per start) across restarts.
 //!
 //! * **Producer:** every text frame `{"payload", "properties"?, "key"?, "context"?,
 //!   "eventTime"?}` is stored and answered `{"result":"ok","messageId","context"}`. Text that is
@@ -619,8 +622,8 @@ impl LocalServer {
 
     /// Issues a one-time password, accepted as `?otp=` on exactly one upgrade request (which
     /// consumes it whether or not the upgrade then succeeds). Only checked when an
-    /// [API key](ServerConfig::api_key) is configured. Unique, but not cryptographically
-    /// strong: this is a test server.
+    /// [API key](ServerConfig::api_key) is configured; good for any tenant's topics. Unique,
+    /// but not cryptographically strong: this is a test server.
     pub fn issue_otp(&self) -> String {
         new_otp(&mut self.inner.shared.lock())
     }

@@ -167,6 +167,13 @@ impl Call<'_> {
             }])),
             ("POST", ["apid", "otp"]) => {
                 let otp = super::new_otp(st);
+                // Good only for the topics of the caller's tenant, if its credentials name one.
+                let creds = &self.shared.config.credentials;
+                let caller = self.req.header("authorization");
+                let caller = caller.and_then(|v| creds.caller_of_header(v, &st.sessions));
+                if let Some(c) = caller.filter(|c| c.confined) {
+                    st.otps.bind(&otp, &c.tenant);
+                }
                 Response::json(200, json!({ "otp": otp }))
             }
             ("GET", ["datacenter", "local"]) => Response::json(200, self.datacenter()),

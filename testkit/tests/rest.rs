@@ -227,12 +227,12 @@ async fn configured_credentials_are_required_everywhere() {
             .await;
         assert_eq!((status, &valid["result"]["tenant"]), (200, &json!("acme")));
 
-        // One-time passwords: each opens exactly one socket.
+        // One-time passwords: each opens exactly one socket, of the tenant that fetched it.
         let (status, otp) = bearer.post("/apid/otp", None).await;
         assert_eq!(status, 200);
         let otp = otp["otp"].as_str().unwrap();
         let url = format!(
-            "{}/_ws/ws/v2/producer/persistent/acme/c8local._system/c8locals.x",
+            "{}/_ws/ws/v2/producer/persistent/demo_acme.com/c8local._system/c8locals.x",
             server.ws_url()
         );
         let ws = try_ws(&format!("{url}?otp={otp}"))
