@@ -2,16 +2,27 @@
 //!
 //! ```text
 //! cargo run --release --example gdn-local -- [--port N] [--api-key KEY]... \
-//!     [--user EMAIL:PASSWORD]... [--credentials-file PATH] [--cert-out FILE] [--auto-create]
+//!     [--user EMAIL:PASSWORD]... [--credentials-file PATH] [--cert-out FILE] [--tls-dir DIR] \
+//!     [--auto-create]
 //! ```
 //!
 //! Credentials given as arguments are visible to every local user in `ps`; give them in the
 //! environment (`GDN_LOCAL_API_KEYS=k1,k2`, `GDN_LOCAL_USERS=email:password,...`) or in a file
 //! (`--credentials-file`) instead. All sources add up.
 //!
+//! Everything is kept in memory: a restart starts with no streams, messages or subscriptions
+//! (`--auto-create` and consumers that subscribe from the earliest position recover what is
+//! published after it). Fault flags (`--drop-every MS`, `--drop-after-frames N`,
+//! `--drop-after-frames-between LO:HI`, `--refuse-next K:STATUS`,
+//! `--refuse-fraction FRACTION:STATUS`, `--fail-rest-next K:STATUS`, `--fault-seed N`) make it
+//! misbehave as the testkit's `LocalServer` methods of the same names do, for clients in any
+//! language.
+//!
 //! It serves GDN's REST calls and stream sockets on `127.0.0.1:<port>`, plain and TLS on the
 //! same port, with a self-signed certificate for `127.0.0.1` and `localhost` that `--cert-out`
-//! writes (PEM) before the first line is printed. The first stdout line is exactly
+//! writes (PEM) before the first line is printed. With `--tls-dir DIR` the key and certificate
+//! are kept in `DIR` (`key.pem`, `cert.pem`) and reused on the next start, so clients that
+//! trust the certificate keep trusting it after a restart. The first stdout line is exactly
 //! `listening on 127.0.0.1:<port>`. It runs until Ctrl-C or SIGTERM. `RUST_LOG=debug` shows
 //! every call; no key, password, JWT or one-time password is ever printed.
 //!
@@ -24,14 +35,21 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use stream_websocket_testkit::{LocalServer, ServerConfig};
+use stream_websocket_testkit::{LocalServer, ServerConfig, TlsIdentity};
 
-/// Where credentials can come from, for `--help`.
-const CREDENTIALS_HELP: &str = "\
+/// Where credentials can come from, and what a restart keeps, for `--help`.
+const AFTER_HELP: &str = "\
+State: everything is kept in memory. A restart starts empty: no streams, messages or
+subscriptions (and a new certificate unless --tls-dir is given). Clients recover everything
+they publish after the restart with --auto-create (so that reconnecting creates their streams
+again) and consumers that subscribe from the earliest position
+(subscriptionInitialPosition=Earliest).
+
 Credentials (all sources add up; without any the server is open):
   --api-key KEY, --user EMAIL:PASSWORD   visible to other local users in `ps`: prefer
   GDN_LOCAL_API_KEYS=KEY1,KEY2           comma-separated API keys, or
@@ -41,7 +59,7 @@ Credentials (all sources add up; without any the server is open):
 
 /// An offline Macrometa GDN stand-in: REST and stream sockets, plain and TLS, on one port.
 #[derive(Debug, Parser)]
-#[command(name = "gdn-local", after_help = CREDENTIALS_HELP)]
+#[command(name = "gdn-local", after_help = AFTER_HELP)]
 struct Cli {
     /// Port on 127.0.0.1 (0: any free port; the first line tells which).
     #[arg(long, default_value_t = 0)]
@@ -66,9 +84,101 @@ struct Cli {
     /// created over REST first, as on GDN).
     #[arg(long)]
     auto_create: bool,
+    /// Keep the TLS key and certificate in this directory across restarts: use `cert.pem`
+    /// and `key.pem` there if both exist, else (if neither does) generate them and write them there (the key
+    /// readable by its owner only). Without it every start makes a new certificate, which
+    /// clients that trusted the old one reject.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
     /// Serve plain text only (the official SDKs need TLS).
     #[arg(long)]
     no_tls: bool,
+    /// At most this many connections open at once (REST and sockets); more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_connections: usize,
+    /// Fault: drop every open connection abruptly once every MS milliseconds.
+    #[arg(long, value_name = "MS", help_heading = "Fault injection")]
+    drop_every: Option<u64>,
+    /// Fault: drop each connection abruptly once it has handled N frames (0: right after its
+    /// upgrade).
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    drop_after_frames: Option<u64>,
+    /// Fault: drop each connection after a number of frames drawn for it from LO to HI.
+    #[arg(long, value_name = "LO:HI", value_parser = pair::<u64, u64>, help_heading = "Fault injection")]
+    drop_after_frames_between: Option<(u64, u64)>,
+    /// Fault: refuse the first K socket upgrades with HTTP STATUS (300-599, else 503).
+    #[arg(long, value_name = "K:STATUS", value_parser = pair::<usize, u16>, help_heading = "Fault injection")]
+    refuse_next: Option<(usize, u16)>,
+    /// Fault: refuse this share (0 to 1) of socket upgrades with HTTP STATUS.
+    #[arg(long, value_name = "FRACTION:STATUS", value_parser = pair::<f64, u16>, help_heading = "Fault injection")]
+    refuse_fraction: Option<(f64, u16)>,
+    /// Fault: answer the first K REST calls with HTTP STATUS (400-599, else 503) and a GDN
+    /// error body.
+    #[arg(long, value_name = "K:STATUS", value_parser = pair::<usize, u16>, help_heading = "Fault injection")]
+    fail_rest_next: Option<(usize, u16)>,
+    /// Seed of the random faults (--drop-after-frames-between, --refuse-fraction), to repeat
+    /// a run.
+    #[arg(long, value_name = "N", help_heading = "Fault injection")]
+    fault_seed: Option<u64>,
+}
+
+/// Parses `A:B`.
+fn pair<A: std::str::FromStr, B: std::str::FromStr>(s: &str) -> Result<(A, B), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected two values separated by `:`, got `{s}`"))?;
+    match (a.trim().parse(), b.trim().parse()) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        _ => Err(format!("cannot read `{s}`")),
+    }
+}
+
+/// The TLS identity kept in `dir`: `cert.pem` and `key.pem` if both exist, else a new one
+/// written there. Errors name the file, never the key.
+fn tls_identity(dir: &Path) -> Result<TlsIdentity, String> {
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    if cert_path.exists() && key_path.exists() {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let (cert, key) = (read(&cert_path)?, read(&key_path)?);
+        return TlsIdentity::from_pem(cert, key).map_err(|e| {
+            format!(
+                "{} and {} do not make a TLS identity: {e}",
+                cert_path.display(),
+                key_path.display()
+            )
+        });
+    }
+    for (present, missing) in [(&cert_path, &key_path), (&key_path, &cert_path)] {
+        if present.exists() && !missing.exists() {
+            return Err(format!(
+                "{} exists without {}: add it, or remove both to make new ones",
+                present.display(),
+                missing.display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let identity = TlsIdentity::generate().map_err(|e| format!("cannot make a key: {e}"))?;
+    write_private(&key_path, identity.key_pem())
+        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+    std::fs::write(&cert_path, identity.cert_pem())
+        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    Ok(identity)
+}
+
+/// Writes a file only its owner may read (on Unix; elsewhere as the directory allows).
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 /// The API keys and users from the command line, the environment (`GDN_LOCAL_API_KEYS`,
@@ -130,6 +240,19 @@ async fn main() -> ExitCode {
         .port(cli.port)
         .auto_create_streams(cli.auto_create)
         .tls(!cli.no_tls);
+    if let Some(dir) = &cli.tls_dir {
+        if cli.no_tls {
+            return fail("--tls-dir needs TLS (drop --no-tls)");
+        }
+        match tls_identity(dir) {
+            Ok(identity) => config = config.tls_identity(identity),
+            Err(e) => return fail(&e),
+        }
+    }
+    config = config.max_connections(cli.max_connections);
+    if let Some(seed) = cli.fault_seed {
+        config = config.fault_seed(seed);
+    }
     let (api_keys, users) = match credentials(&cli) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -154,6 +277,23 @@ async fn main() -> ExitCode {
         if let Err(e) = std::fs::write(path, pem) {
             return fail(&format!("cannot write {}: {e}", path.display()));
         }
+    }
+    if let Some(ms) = cli.drop_every {
+        if ms == 0 {
+            return fail("--drop-every takes a period of at least 1 ms");
+        }
+        server.drop_every(Some(Duration::from_millis(ms)));
+    }
+    server.drop_after_frames(cli.drop_after_frames);
+    server.drop_after_frames_between(cli.drop_after_frames_between.map(|(lo, hi)| lo..=hi));
+    if let Some((k, status)) = cli.refuse_next {
+        server.refuse_next(k, status);
+    }
+    if let Some((fraction, status)) = cli.refuse_fraction {
+        server.refuse_fraction(fraction, status);
+    }
+    if let Some((k, status)) = cli.fail_rest_next {
+        server.fail_rest_next(k, status);
     }
     let stop = match shutdown_signal() {
         Ok(stop) => stop,

@@ -871,3 +871,221 @@ fn gdn_local_help_tells_how_to_keep_credentials_out_of_ps() {
         assert!(help.contains(needle), "{needle}: {help}");
     }
 }
+
+/// Starts `gdn-local` with these arguments (and `RUST_LOG=trace`) and returns it with the address
+/// of its first line.
+async fn spawn_gdn_local(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = example("gdn-local")
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            line
+        }),
+    )
+    .await
+    .expect("no first line")
+    .unwrap();
+    let Some(addr) = first.trim_end().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("first line {first:?}; stderr: {}", text(&out.stderr));
+    };
+    let addr = addr.to_string();
+    (child, addr)
+}
+
+/// `request` over TLS to `addr`, trusting only the certificate `pem`; the whole answer, or the
+/// TLS error.
+async fn https(addr: &str, pem: &str, request: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let talk = async {
+        let mut tls = connector.connect(name, tcp).await?;
+        tls.write_all(request.as_bytes()).await?;
+        let mut out = Vec::new();
+        tls.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(text(&out))
+    };
+    tokio::time::timeout(Duration::from_secs(10), talk)
+        .await
+        .expect("gdn-local did not answer")
+        .map_err(|e| e.to_string())
+}
+
+/// A directory under the temporary directory, removed with its files on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdn_local_keeps_its_certificate_across_restarts_with_tls_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir(TempFile::new("").0.with_extension("tls"));
+    let dir_arg = dir.0.to_str().unwrap().to_string();
+    let ask = "GET /_api/user HTTP/1.1\r\nHost: x\r\nAuthorization: apikey t.k.s\r\nConnection: close\r\n\r\n";
+
+    let (child, addr) = spawn_gdn_local(&["--port", "0", "--tls-dir", &dir_arg]).await;
+    let cert = std::fs::read_to_string(dir.0.join("cert.pem")).unwrap();
+    let key = std::fs::read_to_string(dir.0.join("key.pem")).unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+    assert!(key.contains("PRIVATE KEY-----"));
+    let mode = std::fs::metadata(dir.0.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "key.pem is readable by others: {mode:o}");
+    let ok = https(&addr, &cert, ask).await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let out = signal_and_wait(child, "-TERM", "gdn-local did not stop on SIGTERM").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Restarted, it serves the same certificate: a client that read it once still connects.
+    let (child, addr) = spawn_gdn_local(&["--port", "0", "--tls-dir", &dir_arg]).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.0.join("cert.pem")).unwrap(),
+        cert
+    );
+    assert_eq!(std::fs::read_to_string(dir.0.join("key.pem")).unwrap(), key);
+    let ok = https(&addr, &cert, ask).await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let out = signal_and_wait(child, "-TERM", "gdn-local did not stop on SIGTERM").await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let key_body = key.lines().nth(1).unwrap();
+    assert!(!stderr.contains(key_body), "{stderr}");
+
+    // Without --tls-dir every start has a new certificate, which the old clients reject.
+    let (child, addr) = spawn_gdn_local(&["--port", "0"]).await;
+    assert!(https(&addr, &cert, ask).await.is_err());
+    signal_and_wait(child, "-TERM", "gdn-local did not stop on SIGTERM").await;
+}
+
+#[test]
+fn gdn_local_refuses_a_broken_tls_dir_without_printing_the_key() {
+    let dir = TempDir(TempFile::new("").0.with_extension("tls"));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(dir.0.join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.0.join("key.pem"), "KEYMATERIALSECRET").unwrap();
+    let out = example("gdn-local")
+        .arg("--tls-dir")
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("do not make a TLS identity"), "{stderr}");
+    assert!(!stderr.contains("KEYMATERIALSECRET"), "{stderr}");
+    // A key without its certificate is not overwritten.
+    std::fs::remove_file(dir.0.join("cert.pem")).unwrap();
+    let out = example("gdn-local")
+        .arg("--tls-dir")
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        std::fs::read_to_string(dir.0.join("key.pem")).unwrap(),
+        "KEYMATERIALSECRET"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdn_local_injects_the_testkits_faults_from_its_command_line() {
+    let (child, addr) = spawn_gdn_local(&[
+        "--port",
+        "0",
+        "--no-tls",
+        "--auto-create",
+        "--fail-rest-next",
+        "1:502",
+        "--refuse-next",
+        "2:503",
+        "--drop-after-frames",
+        "0",
+    ])
+    .await;
+    let rest = "GET /_api/user HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let failed = http(&addr, rest).await;
+    assert!(failed.starts_with("HTTP/1.1 502"), "{failed}");
+    let ok = http(&addr, rest).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let upgrade = "GET /_ws/ws/v2/producer/persistent/t/c8local._system/c8locals.s HTTP/1.1\r\n\
+        Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    for _ in 0..2 {
+        let refused = http(&addr, upgrade).await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    }
+    // Accepted, then dropped right after the upgrade (`http` reads until the server closes).
+    let accepted = http(&addr, upgrade).await;
+    assert!(accepted.starts_with("HTTP/1.1 101"), "{accepted}");
+    let out = signal_and_wait(child, "-TERM", "gdn-local did not stop on SIGTERM").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn gdn_local_rejects_malformed_fault_flags() {
+    for args in [
+        ["--refuse-next", "3"],
+        ["--refuse-next", "x:503"],
+        ["--drop-after-frames-between", "1-2"],
+        ["--drop-every", "0"],
+    ] {
+        let out = example("gdn-local").args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn gdn_local_help_tells_that_a_restart_starts_empty_and_lists_the_faults() {
+    let out = example("gdn-local").arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    for needle in [
+        "A restart starts empty",
+        "--auto-create",
+        "Earliest",
+        "--tls-dir",
+        "--drop-every",
+        "--refuse-next",
+        "--drop-after-frames",
+        "--max-connections",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+}

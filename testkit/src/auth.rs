@@ -1,9 +1,11 @@
 //! Who a request comes from: API keys, users (email and password → JWT), one-time passwords,
 //! and the tenant each belongs to.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -41,60 +43,143 @@ pub(crate) struct User {
 pub(crate) struct Session {
     pub(crate) tenant: String,
     pub(crate) expires: SystemTime,
+    /// Its key in [`Sessions::by_expiry`] with `expires`.
+    seq: u64,
 }
 
-/// The JWTs issued and not expired. `Debug` shows how many, never the tokens.
+/// The JWTs issued and not expired, indexed by expiry so that pruning the expired ones costs
+/// only what it removes (no scan of the live ones per login). `Debug` shows how many, never
+/// the tokens.
 #[derive(Default)]
-pub(crate) struct Sessions(HashMap<String, Session>);
+pub(crate) struct Sessions {
+    by_jwt: HashMap<String, Session>,
+    by_expiry: BTreeMap<(SystemTime, u64), String>,
+    next_seq: u64,
+    /// How many index entries pruning has looked at, for the tests.
+    #[cfg(test)]
+    examined: usize,
+}
 
 impl fmt::Debug for Sessions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sessions")
-            .field("jwts", &format_args!("{} REDACTED", self.0.len()))
+            .field("jwts", &format_args!("{} REDACTED", self.by_jwt.len()))
             .finish()
     }
 }
 
+/// How long a one-time password from `/apid/otp` or `issue_otp` stays usable by default.
+pub(crate) const DEFAULT_OTP_LIFETIME: Duration = Duration::from_secs(60);
+/// How many unused one-time passwords are kept by default; issuing one more drops the oldest.
+pub(crate) const DEFAULT_MAX_OTPS: usize = 10_000;
+
+/// An unused one-time password: the tenant it was fetched for, when it was issued, and its key
+/// in [`Otps::by_age`].
+#[derive(Debug)]
+struct Otp {
+    tenant: Option<String>,
+    issued: Instant,
+    seq: u64,
+}
+
 /// The one-time passwords issued and not used yet, each with the tenant it was fetched for
 /// (`None`: issued by [`LocalServer::issue_otp`](crate::LocalServer::issue_otp), good for any
-/// tenant). `Debug` shows how many, never the passwords.
-#[derive(Default)]
-pub(crate) struct Otps(HashMap<String, Option<String>>);
+/// tenant). A password expires after `lifetime`; at most `max` are kept, the oldest dropped
+/// first. `Debug` shows how many, never the passwords.
+pub(crate) struct Otps {
+    by_otp: HashMap<String, Otp>,
+    /// Issue order (a counter) → password.
+    by_age: BTreeMap<u64, String>,
+    next_seq: u64,
+    lifetime: Duration,
+    max: usize,
+}
+
+impl Default for Otps {
+    fn default() -> Self {
+        Otps::new(DEFAULT_OTP_LIFETIME, DEFAULT_MAX_OTPS)
+    }
+}
 
 impl fmt::Debug for Otps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Otps")
-            .field("unused", &format_args!("{} REDACTED", self.0.len()))
+            .field("unused", &format_args!("{} REDACTED", self.by_otp.len()))
+            .field("lifetime", &self.lifetime)
+            .field("max", &self.max)
             .finish()
     }
 }
 
 impl Otps {
-    /// How many are unused.
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
+    /// No passwords; each will live `lifetime`, at most `max` (at least 1) kept.
+    pub(crate) fn new(lifetime: Duration, max: usize) -> Otps {
+        Otps {
+            by_otp: HashMap::new(),
+            by_age: BTreeMap::new(),
+            next_seq: 0,
+            lifetime,
+            max: max.max(1),
+        }
     }
 
-    /// Adds a password good for any tenant; false if it is already issued.
+    /// How many are unused (expired ones may still be counted until the next issue).
+    pub(crate) fn len(&self) -> usize {
+        self.by_otp.len()
+    }
+
+    /// Adds a password good for any tenant, issued now; false if it is already issued.
     pub(crate) fn insert(&mut self, otp: String) -> bool {
-        if self.0.contains_key(&otp) {
+        self.insert_at(otp, Instant::now())
+    }
+
+    /// Adds a password issued at `now`, first dropping the expired ones and, if `max` are
+    /// outstanding, the oldest; false if it is already issued.
+    pub(crate) fn insert_at(&mut self, otp: String, now: Instant) -> bool {
+        if self.by_otp.contains_key(&otp) {
             return false;
         }
-        self.0.insert(otp, None);
+        while let Some(entry) = self.by_age.first_entry() {
+            let issued = self.by_otp.get(entry.get()).map(|o| o.issued);
+            let expired = issued.is_none_or(|t| now.saturating_duration_since(t) >= self.lifetime);
+            if !expired && self.by_otp.len() < self.max {
+                break;
+            }
+            let old = entry.remove();
+            self.by_otp.remove(&old);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_age.insert(seq, otp.clone());
+        self.by_otp.insert(
+            otp,
+            Otp {
+                tenant: None,
+                issued: now,
+                seq,
+            },
+        );
         true
     }
 
     /// Binds an issued password to the tenant of the caller that fetched it.
     pub(crate) fn bind(&mut self, otp: &str, tenant: &str) {
-        if let Some(t) = self.0.get_mut(otp) {
-            *t = Some(tenant.to_string());
+        if let Some(o) = self.by_otp.get_mut(otp) {
+            o.tenant = Some(tenant.to_string());
         }
     }
 
-    /// Uses a password up: `Some(tenant)` if it was issued and unused (the tenant `None` if it
-    /// is good for any).
+    /// Uses a password up now; see [`take_at`](Self::take_at).
     pub(crate) fn take(&mut self, otp: &str) -> Option<Option<String>> {
-        self.0.remove(otp)
+        self.take_at(otp, Instant::now())
+    }
+
+    /// Uses a password up: `Some(tenant)` if it was issued, is unused and has not expired at
+    /// `now` (the tenant `None` if it is good for any).
+    pub(crate) fn take_at(&mut self, otp: &str, now: Instant) -> Option<Option<String>> {
+        let o = self.by_otp.remove(otp)?;
+        self.by_age.remove(&o.seq);
+        (now.saturating_duration_since(o.issued) < self.lifetime).then_some(o.tenant)
     }
 }
 
@@ -124,8 +209,7 @@ pub(crate) fn may_use_topic(caller: Option<&str>, topic: &str) -> bool {
 }
 
 impl Sessions {
-    /// Issues a JWT for `tenant`, valid for `lifetime`. The signature part is random, not a
-    /// signature: this is a test server.
+    /// Issues a JWT for `tenant`, valid for `lifetime` from now; see [`issue_at`](Self::issue_at).
     pub(crate) fn issue(
         &mut self,
         tenant: &str,
@@ -133,7 +217,21 @@ impl Sessions {
         lifetime: Duration,
         nonce: &str,
     ) -> String {
-        let now = SystemTime::now();
+        self.issue_at(tenant, email, lifetime, nonce, SystemTime::now())
+    }
+
+    /// Issues a JWT for `tenant` at `now`, valid for `lifetime`, after removing the sessions
+    /// expired by then (only those are looked at). The signature part is random, not a
+    /// signature: this is a test server.
+    pub(crate) fn issue_at(
+        &mut self,
+        tenant: &str,
+        email: &str,
+        lifetime: Duration,
+        nonce: &str,
+        now: SystemTime,
+    ) -> String {
+        self.prune(now);
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let exp = iat.saturating_add(lifetime.as_secs().max(1));
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
@@ -149,22 +247,57 @@ impl Sessions {
             .to_string(),
         );
         let jwt = format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(nonce));
-        self.0.retain(|_, s| s.expires > now);
-        self.0.insert(
+        let expires = now
+            .checked_add(lifetime)
+            .unwrap_or(now + Duration::from_secs(u32::MAX.into()));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(old) = self.by_jwt.insert(
             jwt.clone(),
             Session {
                 tenant: tenant.to_string(),
-                expires: now + lifetime,
+                expires,
+                seq,
             },
-        );
+        ) {
+            self.by_expiry.remove(&(old.expires, old.seq));
+        }
+        self.by_expiry.insert((expires, seq), jwt.clone());
         jwt
+    }
+
+    /// Removes the sessions expired at `now`, oldest expiry first, stopping at the first live
+    /// one.
+    fn prune(&mut self, now: SystemTime) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            #[cfg(test)]
+            {
+                self.examined += 1;
+            }
+            if entry.key().0 > now {
+                break;
+            }
+            let jwt = entry.remove();
+            self.by_jwt.remove(&jwt);
+        }
+    }
+
+    /// How many sessions are kept (expired ones until the next login).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_jwt.len()
     }
 
     /// The tenant of a JWT this server issued and that has not expired.
     pub(crate) fn tenant(&self, jwt: &str) -> Option<&str> {
-        self.0
+        self.tenant_at(jwt, SystemTime::now())
+    }
+
+    /// The tenant of a JWT this server issued, if it has not expired at `now`.
+    pub(crate) fn tenant_at(&self, jwt: &str, now: SystemTime) -> Option<&str> {
+        self.by_jwt
             .get(jwt)
-            .filter(|s| s.expires > SystemTime::now())
+            .filter(|s| s.expires > now)
             .map(|s| s.tenant.as_str())
     }
 }
@@ -424,5 +557,80 @@ mod tests {
         assert!(!may_use_topic(Some("t1"), "persistent://t2/ns/x"));
         assert!(!may_use_topic(Some("t1"), "persistent://t1x/ns/x"));
         assert!(may_use_topic(None, "persistent://t2/ns/x"));
+    }
+
+    #[test]
+    fn one_time_passwords_expire_after_their_lifetime() {
+        let t0 = Instant::now();
+        let mut otps = Otps::new(Duration::from_secs(60), 100);
+        assert!(otps.insert_at("early".into(), t0));
+        assert!(otps.insert_at("late".into(), t0));
+        assert_eq!(
+            otps.take_at("early", t0 + Duration::from_secs(59)),
+            Some(None)
+        );
+        assert_eq!(otps.take_at("late", t0 + Duration::from_secs(60)), None);
+        assert_eq!(otps.len(), 0, "an expired password is dropped when tried");
+        // Expired ones nobody tries are dropped when the next one is issued.
+        for i in 0..50 {
+            assert!(otps.insert_at(format!("unused-{i}"), t0));
+        }
+        assert!(otps.insert_at("fresh".into(), t0 + Duration::from_secs(61)));
+        assert_eq!(otps.len(), 1);
+        assert_eq!(
+            otps.take_at("fresh", t0 + Duration::from_secs(62)),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn at_most_max_one_time_passwords_are_kept_oldest_dropped_first() {
+        let t0 = Instant::now();
+        let mut otps = Otps::new(Duration::from_secs(60), 3);
+        for i in 0..5 {
+            assert!(otps.insert_at(format!("o{i}"), t0));
+        }
+        assert_eq!(otps.len(), 3);
+        assert_eq!(otps.take_at("o0", t0), None);
+        assert_eq!(otps.take_at("o1", t0), None);
+        for i in 2..5 {
+            assert_eq!(otps.take_at(&format!("o{i}"), t0), Some(None), "o{i}");
+        }
+        // Using one frees its place: nothing older is dropped for the next.
+        assert!(otps.insert_at("a".into(), t0));
+        assert!(otps.insert_at("b".into(), t0));
+        assert_eq!(otps.take_at("a", t0), Some(None));
+        assert!(otps.insert_at("c".into(), t0));
+        assert!(otps.insert_at("d".into(), t0));
+        assert_eq!(otps.len(), 3);
+        assert_eq!(otps.take_at("b", t0), Some(None));
+    }
+
+    #[test]
+    fn expired_sessions_are_pruned_without_scanning_live_ones() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut sessions = Sessions::default();
+        let short = Duration::from_secs(10);
+        let long = Duration::from_secs(3600);
+        let expiring: Vec<String> = (0..100)
+            .map(|i| sessions.issue_at("t", "e", short, &format!("s{i}"), t0))
+            .collect();
+        for i in 0..1000 {
+            sessions.issue_at("t", "e", long, &format!("l{i}"), t0);
+        }
+        assert_eq!(sessions.len(), 1100);
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(sessions.tenant_at(&expiring[0], later), None);
+        sessions.examined = 0;
+        let jwt = sessions.issue_at("t", "e", long, "new", later);
+        assert_eq!(sessions.len(), 1001, "the 100 expired sessions are removed");
+        // The 100 expired ones and the first live one: not the 1,000 live sessions.
+        assert_eq!(sessions.examined, 101);
+        sessions.examined = 0;
+        for i in 0..100 {
+            sessions.issue_at("t", "e", long, &format!("m{i}"), later);
+        }
+        assert!(sessions.examined <= 100, "{}", sessions.examined);
+        assert_eq!(sessions.tenant_at(&jwt, later), Some("t"));
     }
 }

@@ -1,7 +1,9 @@
 //! An embedded stream server for tests and demos: [`LocalServer`].
 //!
 //! **This is a test server, not a production broker.** It keeps everything in memory, listens
-//! only on `127.0.0.1`, has no persistence, no limits on memory use and no real security (its
+//! only on `127.0.0.1`, has no persistence, few limits on memory use (one-time passwords
+//! expire, expired JWTs are pruned, connections are capped: [`ServerConfig::max_connections`])
+//! and no real security (its
 //! one-time passwords are not cryptographically strong). It speaks the subset of the Macrometa
 //! GDN / Apache Pulsar WebSocket API that this crate's clients use, and it can misbehave on
 //! demand (dropped connections, refused handshakes, half-open stalls, a pause in listening) so
@@ -27,7 +29,8 @@
 //! # What it serves
 //!
 //! One port serves plain and TLS connections (a self-signed certificate for `127.0.0.1` and
-//! `localhost`, [`LocalServer::certificate_pem`]; a connection whose first byte starts a TLS
+//! `localhost` generated at start, or the one given with [`ServerConfig::tls_identity`]:
+//! [`LocalServer::certificate_pem`]; a connection whose first byte starts a TLS
 //! handshake gets TLS), and on each both REST calls (HTTP/1.1, kept alive) and WebSocket
 //! upgrades. Repeated slashes in a path are collapsed and a first segment starting with `api-`
 //! is dropped, as the GDN SDKs' URLs need.
@@ -43,7 +46,7 @@
 //! | `POST /_open/auth` `{"email","password"}` | `{"jwt","tenant","username"}`; 401 for wrong credentials |
 //! | `GET /_api/user` | `result[0].tenant`: the caller's tenant |
 //! | `POST /_api/key/validate` `{"apikey"}` or `{"jwt"}` | `result.tenant`; 401 |
-//! | `POST /apid/otp` | `{"otp"}`: a single-use password for one upgrade (`?otp=`) |
+//! | `POST /apid/otp` | `{"otp"}`: a single-use password for one upgrade (`?otp=`), valid 60 s ([`ServerConfig::otp_lifetime`]) |
 //! | `GET /datacenter/local`, `/datacenter/all` | the one data center; `tags.url` = `gdn@127.0.0.1:<port>` |
 //! | `GET /_fabric/{f}/_api/database/user`, `…/database/current` (also without `/_api`) | the fabric `f` (any name is a fabric) |
 //! | `GET /_fabric/{f}/_api/streams[?global=]` | the caller's streams: `{topic, local, db, tenant, type: 4}` |
@@ -140,6 +143,7 @@ mod wire;
 
 pub use echo::EchoServer;
 pub use proxy::{Cut, FaultProxy};
+pub use transport::TlsIdentity;
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -167,10 +171,14 @@ pub struct ServerConfig {
     credentials: auth::Credentials,
     auto_create: bool,
     tls: bool,
+    tls_identity: Option<TlsIdentity>,
     jwt_lifetime: Duration,
     negative_ack_delay: Duration,
     max_message_size: usize,
     handshake_timeout: Duration,
+    otp_lifetime: Duration,
+    max_otps: usize,
+    max_connections: usize,
     listening: bool,
     port: u16,
     fault_seed: u64,
@@ -179,17 +187,22 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     /// Open (no credentials required), streams created on first use, TLS on the same port, a
     /// 12 h JWT lifetime, a 100 ms negative-ack delay, a 1 MiB inbound message limit, a 10 s
-    /// handshake timeout, listening from the start on a free port, and a fixed
+    /// handshake timeout, one-time passwords valid 60 s and at most 10,000 outstanding, at most
+    /// 1,000 connections, listening from the start on a free port, and a fixed
     /// [fault seed](Self::fault_seed).
     fn default() -> Self {
         ServerConfig {
             credentials: auth::Credentials::default(),
             auto_create: true,
             tls: true,
+            tls_identity: None,
             jwt_lifetime: Duration::from_secs(12 * 3600),
             negative_ack_delay: Duration::from_millis(100),
             max_message_size: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            otp_lifetime: auth::DEFAULT_OTP_LIFETIME,
+            max_otps: auth::DEFAULT_MAX_OTPS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             listening: true,
             port: 0,
             fault_seed: DEFAULT_FAULT_SEED,
@@ -245,6 +258,15 @@ impl ServerConfig {
         self
     }
 
+    /// The certificate and key to serve TLS with, instead of a self-signed certificate
+    /// generated at start: a server given the same identity on every start keeps the
+    /// certificate its clients trust across restarts. Ignored while [TLS](Self::tls) is off.
+    /// Default: none (a new certificate per start).
+    pub fn tls_identity(mut self, identity: TlsIdentity) -> Self {
+        self.tls_identity = Some(identity);
+        self
+    }
+
     /// How long a JWT from `/_open/auth` is accepted. Default: 12 h, GDN's.
     pub fn jwt_lifetime(mut self, lifetime: Duration) -> Self {
         self.jwt_lifetime = lifetime;
@@ -275,6 +297,29 @@ impl ServerConfig {
         self
     }
 
+    /// How long a one-time password (`POST /apid/otp`, [`LocalServer::issue_otp`]) stays
+    /// usable: an upgrade presenting it later gets 401, as for an unknown one. Default: 60 s.
+    pub fn otp_lifetime(mut self, lifetime: Duration) -> Self {
+        self.otp_lifetime = lifetime;
+        self
+    }
+
+    /// How many unused one-time passwords are kept at most; issuing one more drops the oldest
+    /// (which then gets 401). 0 counts as 1. Default: 10,000.
+    pub fn max_otps(mut self, n: usize) -> Self {
+        self.max_otps = n;
+        self
+    }
+
+    /// How many TCP connections (REST, WebSocket, or still in their handshake) may be open at
+    /// once. A connection beyond it is accepted and closed at once, before anything is read or
+    /// written (the client sees the connection closed or reset), and counted in
+    /// [`ServerStats::connections_rejected`]. 0 refuses every connection. Default: 1,000.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
     /// Whether the server listens as soon as it starts. With `false`, the port is reserved
     /// (bound, so nothing else takes it) but connections are refused until
     /// [`LocalServer::resume_listening`]: a server that is "down at start", without a race.
@@ -302,6 +347,9 @@ impl ServerConfig {
     }
 }
 
+/// The connection cap of [`ServerConfig::default`].
+const DEFAULT_MAX_CONNECTIONS: usize = 1_000;
+
 /// The fault seed of [`ServerConfig::default`].
 const DEFAULT_FAULT_SEED: u64 = 0x5EED_F417;
 
@@ -328,6 +376,8 @@ pub struct ServerStats {
     /// [`drop_after_frames_between`](LocalServer::drop_after_frames_between)); drops by
     /// [`drop_all`](LocalServer::drop_all) are not counted.
     pub connections_dropped_after_frames: u64,
+    /// TCP connections closed at once because [`ServerConfig::max_connections`] were open.
+    pub connections_rejected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -340,6 +390,9 @@ struct Counters {
     acks: AtomicU64,
     rest: AtomicU64,
     frame_drops: AtomicU64,
+    /// TCP connections being served now, of any kind.
+    tcp_open: AtomicU64,
+    rejected: AtomicU64,
 }
 
 /// What the server task and the connection tasks share.
@@ -563,7 +616,8 @@ impl LocalServer {
     ///
     /// # Errors
     ///
-    /// The I/O error if the socket cannot be bound.
+    /// The I/O error if the socket cannot be bound, or if the
+    /// [TLS identity](ServerConfig::tls_identity) cannot be served.
     pub async fn start_with(config: ServerConfig) -> io::Result<LocalServer> {
         let socket = reserve(SocketAddr::from((Ipv4Addr::LOCALHOST, config.port)))?;
         let addr = socket.local_addr()?;
@@ -573,16 +627,18 @@ impl LocalServer {
             Listening::Off(socket)
         };
         let identity = if config.tls {
-            Some(transport::Identity::generate()?)
+            Some(transport::Identity::new(config.tls_identity.as_ref())?)
         } else {
             None
         };
         let fault_seed = config.fault_seed;
+        let mut state = State::default();
+        state.otps = auth::Otps::new(config.otp_lifetime, config.max_otps);
         let shared = Arc::new(Shared {
             config,
             addr,
             identity,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             counters: Counters::default(),
             drop_after: AtomicU64::new(u64::MAX),
             faults: Mutex::new(Faults {
@@ -621,7 +677,9 @@ impl LocalServer {
     }
 
     /// Issues a one-time password, accepted as `?otp=` on exactly one upgrade request (which
-    /// consumes it whether or not the upgrade then succeeds). Only checked when an
+    /// consumes it whether or not the upgrade then succeeds) within
+    /// [`ServerConfig::otp_lifetime`] (60 s by default; at most [`ServerConfig::max_otps`] are
+    /// kept, the oldest dropped first). Only checked when an
     /// [API key](ServerConfig::api_key) is configured; good for any tenant's topics. Unique,
     /// but not cryptographically strong: this is a test server.
     pub fn issue_otp(&self) -> String {
@@ -788,8 +846,8 @@ impl LocalServer {
         format!("wss://{}", self.inner.addr)
     }
 
-    /// The server's self-signed certificate (for `127.0.0.1`, `::1` and `localhost`), PEM
-    /// encoded, to add to a client's trusted roots; `None` if [TLS](ServerConfig::tls) is off.
+    /// The server's certificate, PEM encoded: the [given](ServerConfig::tls_identity) one, or
+    /// the self-signed one generated at start (for `127.0.0.1`, `::1` and `localhost`), to add to a client's trusted roots; `None` if [TLS](ServerConfig::tls) is off.
     pub fn certificate_pem(&self) -> Option<&str> {
         self.inner
             .shared
@@ -835,6 +893,7 @@ impl LocalServer {
             acks_received: c.acks.load(Ordering::Relaxed),
             rest_requests: c.rest.load(Ordering::Relaxed),
             connections_dropped_after_frames: c.frame_drops.load(Ordering::Relaxed),
+            connections_rejected: c.rejected.load(Ordering::Relaxed),
         }
     }
 
@@ -938,6 +997,15 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Counts a TCP connection as open until dropped (also when its task is aborted).
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.counters.tcp_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// How long the connection tasks get to close politely on shutdown before they are aborted.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -980,8 +1048,20 @@ async fn accept_loop(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             r = listening.accept() => match r {
                 Ok((tcp, _peer)) => {
+                    let c = &shared.counters;
+                    if c.tcp_open.load(Ordering::Relaxed) >= shared.config.max_connections as u64 {
+                        c.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("local server at its connection cap; closing a new one");
+                        drop(tcp);
+                        continue;
+                    }
+                    c.tcp_open.fetch_add(1, Ordering::Relaxed);
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(conn::serve(tcp, shared.clone()));
+                    let open = OpenConnection(shared.clone());
+                    conns.spawn(async move {
+                        conn::serve(tcp, open.0.clone()).await;
+                        drop(open);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: do not spin.
