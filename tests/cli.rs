@@ -685,7 +685,6 @@ async fn http(addr: &str, request: &str) -> String {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gdn_local_prints_its_address_first_writes_the_certificate_and_stops_on_sigterm() {
-    use std::io::BufRead;
     let cert = TempFile(std::env::temp_dir().join(format!(
         "gdn-local-{}-{}.pem",
         std::process::id(),
@@ -709,19 +708,7 @@ async fn gdn_local_prints_its_address_first_writes_the_certificate_and_stops_on_
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let first = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .unwrap();
-            line
-        }),
-    )
-    .await
-    .expect("no first line")
-    .unwrap();
+    let first = first_line(stdout).await;
     let addr = first
         .strip_prefix("listening on ")
         .and_then(|a| a.strip_suffix('\n'))
@@ -752,6 +739,24 @@ async fn gdn_local_prints_its_address_first_writes_the_certificate_and_stops_on_
     );
 }
 
+/// The first line a child printed on stdout (gdn-local's `listening on ...`), within 30 s.
+async fn first_line(stdout: std::process::ChildStdout) -> String {
+    use std::io::BufRead;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        }),
+    )
+    .await
+    .expect("no first line")
+    .unwrap()
+}
+
 #[test]
 fn gdn_local_refuses_a_user_without_a_password() {
     let out = example("gdn-local")
@@ -768,7 +773,6 @@ fn gdn_local_refuses_a_user_without_a_password() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gdn_local_takes_credentials_from_the_environment_and_a_file() {
-    use std::io::BufRead;
     let file =
         TempFile::new("# credentials\n\napikey file.k2.FILESECRET\nuser f@x.y:FILEPASSWORD\n");
     let mut child = example("gdn-local")
@@ -782,19 +786,7 @@ async fn gdn_local_takes_credentials_from_the_environment_and_a_file() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let first = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .unwrap();
-            line
-        }),
-    )
-    .await
-    .expect("no first line")
-    .unwrap();
+    let first = first_line(stdout).await;
     let addr = first
         .trim_end()
         .strip_prefix("listening on ")
